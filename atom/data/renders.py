@@ -50,8 +50,12 @@ class ShapeRenders:
 
 
 def mesh_for(shape: str, color: str, device: torch.device | str = "cpu") -> Mesh:
-    """The canonical mesh of `shape` with the albedo of `color` on every vertex."""
-    mesh = shape_mesh(shape)
+    """The canonical mesh of `shape` with the albedo of `color` on every vertex.
+
+    Vertices are split along sharp edges (over 30 degrees), so interpolated vertex normals keep
+    the cube, pyramid and cylinder edges crisp while curved surfaces stay smooth.
+    """
+    mesh = shape_mesh(shape).smooth_shaded
     verts = torch.tensor(mesh.vertices, dtype=torch.float32, device=device)
     colors = torch.tensor(COLORS[color], dtype=torch.float32, device=device).expand_as(verts)
     return Mesh(verts, torch.tensor(mesh.faces, dtype=torch.int64, device=device), colors)

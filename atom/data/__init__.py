@@ -1,0 +1,43 @@
+"""The Shapes world: 8 primitives x 8 colors, their prompts, captions and ground-truth metrics."""
+from .meshes import sample_surface, shape_mesh
+from .metrics import evaluate_mesh, summarize
+from .prompts import (
+    HELD_OUT,
+    SEEN,
+    SHAPES64,
+    SYNONYMS,
+    VIEWS,
+    PromptRecord,
+    caption,
+    parse_prompt,
+    prompt_for,
+    view_word,
+)
+from .sdf import shape_sdf
+from .voxelize import voxelize
+from .world import COLORS, SHAPES, check_color, check_shape, shape_area, shape_volume
+
+__all__ = [
+    "COLORS",
+    "HELD_OUT",
+    "SEEN",
+    "SHAPES",
+    "SHAPES64",
+    "SYNONYMS",
+    "VIEWS",
+    "PromptRecord",
+    "caption",
+    "check_color",
+    "check_shape",
+    "evaluate_mesh",
+    "parse_prompt",
+    "prompt_for",
+    "sample_surface",
+    "shape_area",
+    "shape_mesh",
+    "shape_sdf",
+    "shape_volume",
+    "summarize",
+    "view_word",
+    "voxelize",
+]
