@@ -241,7 +241,10 @@ class AToMPipeline(DiffusionPipeline):
         embeds, mask = self.encode_prompt(validate_prompts([prompt_a, prompt_b]))
         w = torch.tensor(weights, dtype=embeds.dtype, device=embeds.device).view(-1, 1, 1)
         blend = (1 - w) * embeds[0] + w * embeds[1]
-        blend_mask = (mask[0] | mask[1]).expand(len(weights), -1)
+        # Blends attend to both prompts' tokens; the end points only to their own prompt's, so
+        # that they give exactly that prompt's mesh (prompts of different token counts too).
+        w = w.view(-1, 1)
+        blend_mask = torch.where(w == 0, mask[0], torch.where(w == 1, mask[1], mask[0] | mask[1]))
         return self(prompt_embeds=blend, prompt_attention_mask=blend_mask, **kwargs)
 
     @classmethod

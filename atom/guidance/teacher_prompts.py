@@ -1,0 +1,82 @@
+"""The teacher's own text conditioning: its text encoder, view-dependent prompts, the null prompt."""
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+
+from ..models.text_encoding import PromptEmbeddingCache, load_text_encoder
+from ..render.cameras import Cameras
+from .teacher import TeacherCondition
+
+SHAPES_PRIOR_CLASS = "ShapesPriorPipeline"
+
+
+class TeacherPrompts:
+    """Embeds prompts for a teacher, caching each distinct prompt.
+
+    Args:
+        tokenizer, text_encoder: the teacher's text encoder (MiniLM for the shapes-prior, T5
+            for DeepFloyd IF, CLIP for Stable Diffusion).
+        max_length: tokens per prompt.
+        null: how the unconditional branch of CFG is conditioned: "zeros" (zero embeddings,
+            as the shapes-prior was trained) or "empty" (the empty prompt, as IF and SD).
+    """
+
+    def __init__(self, tokenizer, text_encoder, max_length: int, null: str = "empty"):
+        if null not in ("zeros", "empty"):
+            raise ValueError(f"null must be 'zeros' or 'empty', got {null!r}")
+        self.cache = PromptEmbeddingCache(tokenizer, text_encoder, max_length)
+        self.null = null
+        self._null_embeds: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @classmethod
+    def for_teacher(cls, name_or_path: str | os.PathLike) -> "TeacherPrompts":
+        """The text conditioning that goes with a teacher folder or Hub repo: its `text_encoder`
+        and `tokenizer` subfolders when it has them (IF, SD), else MiniLM (the shapes-prior)."""
+        from huggingface_hub import hf_hub_download
+
+        from .shapes_prior import TEXT_MAX_LENGTH
+
+        name_or_path = os.fspath(name_or_path)
+        local = os.path.isdir(name_or_path)
+        index_file = os.path.join(name_or_path, "model_index.json") if local else hf_hub_download(name_or_path, "model_index.json")
+        with open(index_file) as f:
+            index = json.load(f)
+        if index.get("_class_name") == SHAPES_PRIOR_CLASS or index.get("text_encoder", [None])[0] is None:
+            return cls(*load_text_encoder(None), max_length=TEXT_MAX_LENGTH, null="zeros")
+        from transformers import AutoTokenizer
+
+        root = name_or_path if local else os.path.dirname(index_file)
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, subfolder="tokenizer")
+        _, text_encoder = load_text_encoder(os.path.join(root, "text_encoder") if local else f"{name_or_path}/text_encoder")
+        return cls(tokenizer, text_encoder, max_length=min(getattr(tokenizer, "model_max_length", 77), 77), null="empty")
+
+    def _null(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._null_embeds is None:
+            if self.null == "zeros":
+                probe, mask = self.cache(["a"])
+                self._null_embeds = torch.zeros_like(probe[0]), torch.ones_like(mask[0])
+            else:
+                tokens = self.cache.tokenizer([""], padding="max_length", max_length=self.cache.max_length, return_tensors="pt")
+                with torch.inference_mode():
+                    embeds = self.cache.text_encoder(
+                        input_ids=tokens["input_ids"].to(self.cache.text_encoder.device),
+                        attention_mask=tokens["attention_mask"].to(self.cache.text_encoder.device),
+                    ).last_hidden_state
+                self._null_embeds = embeds[0].clone(), tokens["attention_mask"][0].bool()
+        return self._null_embeds
+
+    def condition(self, prompts: list[str], cameras: Cameras | None = None) -> TeacherCondition:
+        """A `TeacherCondition` for B prompts (one per render) and their cameras."""
+        embeds, mask = self.cache(prompts)
+        null_embeds, null_mask = self._null()
+        batch = len(prompts)
+        return TeacherCondition(
+            embeds=embeds,
+            mask=mask,
+            uncond_embeds=null_embeds.expand(batch, -1, -1),
+            uncond_mask=null_mask.expand(batch, -1),
+            cameras=cameras,
+        )

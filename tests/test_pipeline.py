@@ -1,0 +1,271 @@
+"""`AToMPipeline` end to end on tiny random components with the real MiniLM text encoder (offline).
+
+The tiny preset starts every prompt near the same sphere; the fixture widens the SDF head's
+last layer so that geometry depends on the prompt, which the equality tests need in order
+to be able to fail.
+"""
+import pickle
+import re
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+
+from atom.geometry import Mesh
+from atom.pipeline import AToMPipeline
+from atom.weights import WeightFileError
+
+PROMPT_A = "a red cube"
+PROMPT_B = "a large blue snowman on a hill"  # more tokens than PROMPT_A
+PROMPT_C = "a green cone"
+
+
+def tiny_pipeline(**overrides) -> AToMPipeline:
+    torch.manual_seed(0)
+    pipe = AToMPipeline.from_components("tiny", **overrides)
+    torch.nn.init.normal_(pipe.mesh_generator.sdf_net[-1].weight, std=0.5)
+    return pipe
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return tiny_pipeline()
+
+
+@pytest.fixture(scope="module")
+def reference(pipe):
+    """Meshes of PROMPT_A, PROMPT_B, PROMPT_C, one call each."""
+    return {prompt: pipe(prompt).meshes[0] for prompt in (PROMPT_A, PROMPT_B, PROMPT_C)}
+
+
+@pytest.fixture(scope="module")
+def saved(pipe, tmp_path_factory):
+    """The pipeline saved without its text encoder (small: only the two AToM components)."""
+    folder = tmp_path_factory.mktemp("saved") / "atom-tiny"
+    pipe.save_pretrained(folder, include_text_encoder=False)
+    return folder
+
+
+def same_mesh(a: trimesh.Trimesh, b: trimesh.Trimesh) -> bool:
+    return (
+        np.array_equal(a.vertices, b.vertices)
+        and np.array_equal(a.faces, b.faces)
+        and np.array_equal(a.visual.vertex_colors, b.visual.vertex_colors)
+    )
+
+
+def check_colored_mesh_in_box(mesh) -> None:
+    assert isinstance(mesh, trimesh.Trimesh)
+    assert len(mesh.faces) > 100 and len(mesh.vertices) > 50
+    assert mesh.visual.kind == "vertex"
+    colors = mesh.visual.vertex_colors
+    assert colors.shape == (len(mesh.vertices), 4) and colors.dtype == np.uint8
+    assert len(np.unique(colors[:, :3], axis=0)) > 1  # colored per vertex, not one flat default
+    assert np.all(mesh.vertices >= -1) and np.all(mesh.vertices <= 1)
+
+
+def test_prompts_give_different_meshes(reference):
+    """The precondition of the equality tests below: they would notice a swapped prompt."""
+    a, b, c = reference.values()
+    assert not same_mesh(a, b) and not same_mesh(a, c) and not same_mesh(b, c)
+
+
+@pytest.mark.parametrize("include_text_encoder", [False, True])
+def test_design_three_lines_from_saved_folder(pipe, reference, tmp_path, include_text_encoder):
+    folder = tmp_path / "atom-tiny"
+    pipe.save_pretrained(folder, include_text_encoder=include_text_encoder)
+    assert (folder / "text_encoder" / "model.safetensors").is_file() == include_text_encoder
+
+    loaded = AToMPipeline.from_pretrained(folder)
+    mesh = loaded(PROMPT_A).meshes[0]
+    mesh.export(tmp_path / "red_cube.glb")
+
+    assert same_mesh(mesh, reference[PROMPT_A])  # save/load round trip
+    check_colored_mesh_in_box(mesh)
+    glb = trimesh.load(tmp_path / "red_cube.glb", force="mesh")
+    assert len(glb.faces) == len(mesh.faces)
+
+
+def test_meshes_one_colored_trimesh_per_prompt(pipe, reference):
+    out = pipe([PROMPT_C, PROMPT_A])
+    assert len(out.meshes) == 2 and out.triplanes is None
+    for mesh in out.meshes:
+        check_colored_mesh_in_box(mesh)
+    assert same_mesh(out.meshes[0], reference[PROMPT_C]) and same_mesh(out.meshes[1], reference[PROMPT_A])
+
+
+def test_deterministic(pipe, reference):
+    first, second = pipe([PROMPT_B, PROMPT_B]).meshes
+    assert same_mesh(first, second)
+    assert same_mesh(pipe(PROMPT_B).meshes[0], reference[PROMPT_B])
+    assert same_mesh(tiny_pipeline()(PROMPT_B).meshes[0], reference[PROMPT_B])  # rebuilt from the seed
+
+
+def test_output_type_latent(pipe):
+    out = pipe([PROMPT_A, PROMPT_B, PROMPT_C], output_type="latent", batch_size=2)
+    channels = pipe.text_to_triplane.config.triplane_channels
+    assert out.meshes is None
+    assert out.triplanes.ndim == 5 and out.triplanes.shape[:3] == (3, 3, channels)
+    assert out.triplanes.shape[3] == out.triplanes.shape[4] > 1
+    single = pipe(PROMPT_B, output_type="latent").triplanes
+    assert torch.equal(out.triplanes[1:2], single)
+
+
+def test_output_type_mesh(pipe, reference):
+    mesh = pipe(PROMPT_A, output_type="mesh").meshes[0]
+    assert isinstance(mesh, Mesh)
+    assert mesh.verts.ndim == 2 and mesh.verts.shape[1] == 3 and mesh.verts.dtype == torch.float32
+    assert mesh.faces.dtype == torch.int64 and mesh.colors.shape == mesh.verts.shape
+    assert 0 <= mesh.colors.min() and mesh.colors.max() <= 1
+    assert same_mesh(mesh.to_trimesh(), reference[PROMPT_A])
+
+
+def test_output_type_validated(pipe):
+    with pytest.raises(ValueError, match="'glb'"):
+        pipe(PROMPT_A, output_type="glb")
+
+
+def test_prompt_embeds_equal_prompts(pipe, reference):
+    embeds, mask = pipe.encode_prompt([PROMPT_A, PROMPT_B])
+    meshes = pipe(prompt_embeds=embeds, prompt_attention_mask=mask).meshes
+    assert same_mesh(meshes[0], reference[PROMPT_A]) and same_mesh(meshes[1], reference[PROMPT_B])
+    with pytest.raises(ValueError, match="exactly one"):
+        pipe(PROMPT_A, prompt_embeds=embeds)
+    with pytest.raises(ValueError, match=r"\(B, L, 384\)"):
+        pipe(prompt_embeds=embeds[..., :10])
+
+
+def test_interpolate_end_points_are_the_prompts(pipe, reference):
+    """PROMPT_B has more tokens than PROMPT_A: the end points must still attend to their own tokens only."""
+    out = pipe.interpolate(PROMPT_A, PROMPT_B, num=4)
+    assert len(out.meshes) == 4
+    assert same_mesh(out.meshes[0], reference[PROMPT_A])
+    assert same_mesh(out.meshes[-1], reference[PROMPT_B])
+    assert not same_mesh(out.meshes[1], reference[PROMPT_A]) and not same_mesh(out.meshes[1], reference[PROMPT_B])
+    assert len(pipe.interpolate(PROMPT_A, PROMPT_B, weights=[0.0, 0.3], output_type="latent").triplanes) == 2
+    with pytest.raises(ValueError, match="num must be an int >= 2, got 1"):
+        pipe.interpolate(PROMPT_A, PROMPT_B, num=1)
+
+
+def test_batches_larger_than_batch_size(pipe):
+    prompts = [PROMPT_A, PROMPT_B, PROMPT_C, "a pink torus", "an orange capsule"]
+    chunked = pipe(prompts, batch_size=2, progress=False).meshes
+    whole = pipe(prompts, batch_size=8).meshes
+    assert len(chunked) == len(whole) == 5
+    assert all(same_mesh(a, b) for a, b in zip(chunked, whole))
+
+
+def test_marching_resolution(pipe):
+    coarse = pipe(PROMPT_A, marching_resolution=8).meshes[0]
+    fine = pipe(PROMPT_A, marching_resolution=24).meshes[0]
+    assert 0 < len(coarse.faces) < len(fine.faces)
+
+
+@pytest.mark.parametrize("resolution", [3, 0, -8, 513, 8.0, True, "16"])
+def test_marching_resolution_validated(pipe, resolution):
+    with pytest.raises(ValueError, match=f"marching_resolution.*{re.escape(repr(resolution))}"):
+        pipe(PROMPT_A, marching_resolution=resolution)
+
+
+@pytest.mark.parametrize("batch_size", [0, -1, 2.0, None])
+def test_batch_size_validated(pipe, batch_size):
+    with pytest.raises(ValueError, match=f"batch_size.*{re.escape(repr(batch_size))}"):
+        pipe(PROMPT_A, batch_size=batch_size)
+
+
+@pytest.mark.parametrize(
+    ("prompt", "error", "match"),
+    [
+        ("", ValueError, r"empty or only whitespace: ''"),
+        ("  \n\t", ValueError, r"empty or only whitespace: '  \\n\\t'"),
+        (123, TypeError, "got int: 123"),
+        (None, ValueError, "exactly one of `prompt` and `prompt_embeds`"),
+        (["a red cube", 7], TypeError, r"prompts\[1\] must be a str, got int: 7"),
+        (["a red cube", ""], ValueError, r"prompts\[1\] is empty"),
+        ([], ValueError, "empty list"),
+        (("a red cube",), None, None),  # a tuple of strings is fine
+    ],
+)
+def test_bad_prompts(pipe, prompt, error, match):
+    if error is None:
+        assert len(pipe(prompt, output_type="latent").triplanes) == 1
+        return
+    with pytest.raises(error, match=match):
+        pipe(prompt)
+
+
+def test_long_prompt_truncated_with_warning(pipe):
+    prompt = " ".join(["a very large purple snowman wearing a tiny orange hat"] * 4)
+    assert len(pipe.tokenizer(prompt)["input_ids"]) > pipe.config.text_max_length
+    with pytest.warns(UserWarning, match="truncated") as record:
+        mesh = pipe(prompt).meshes[0]
+    assert any(prompt in str(w.message) for w in record)
+    assert len(mesh.faces) > 0
+
+
+def test_no_surface_gives_empty_mesh_and_names_the_prompt():
+    pipe = tiny_pipeline()
+    head = pipe.mesh_generator.sdf_net[-1]
+    torch.nn.init.zeros_(head.weight)
+    torch.nn.init.constant_(head.bias, 1.0)  # SDF = 1 + |x| - 0.5 > 0 everywhere
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        meshes = pipe([PROMPT_A, PROMPT_C]).meshes
+    assert all(isinstance(m, trimesh.Trimesh) and len(m.vertices) == 0 and len(m.faces) == 0 for m in meshes)
+    messages = [str(w.message) for w in record if issubclass(w.category, RuntimeWarning)]
+    assert len(messages) == 2 and PROMPT_A in messages[0] and PROMPT_C in messages[1]
+    assert all("no surface" in m for m in messages)
+
+
+# ---- broken folders: each error names the file ------------------------------------------
+
+
+def copy_folder(saved: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(saved, tmp_path / "copy"))
+
+
+def test_missing_weight_file(saved, tmp_path):
+    folder = copy_folder(saved, tmp_path)
+    (folder / "mesh_generator" / "diffusion_pytorch_model.safetensors").unlink()
+    with pytest.raises(WeightFileError, match="missing") as info:
+        AToMPipeline.from_pretrained(folder)
+    assert str(folder / "mesh_generator") in str(info.value)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_damaged_weight_file(saved, tmp_path, damage):
+    folder = copy_folder(saved, tmp_path)
+    path = folder / "text_to_triplane" / "diffusion_pytorch_model.safetensors"
+    data = path.read_bytes()
+    if damage == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    else:
+        path.write_bytes(np.random.default_rng(0).integers(0, 256, len(data), dtype=np.uint8).tobytes())
+    with pytest.raises(WeightFileError, match="truncated or corrupt") as info:
+        AToMPipeline.from_pretrained(folder)
+    assert str(path) in str(info.value)
+
+
+class _Trap:
+    """Unpickling this creates a file: the test checks that loading never unpickles."""
+
+    def __init__(self, sentinel: Path):
+        self.sentinel = sentinel
+
+    def __reduce__(self):
+        return Path.touch, (self.sentinel,)
+
+
+def test_pickle_only_weights_refused_without_unpickling(saved, tmp_path):
+    folder = copy_folder(saved, tmp_path)
+    (folder / "mesh_generator" / "diffusion_pytorch_model.safetensors").unlink()
+    sentinel = tmp_path / "unpickled"
+    (folder / "mesh_generator" / "diffusion_pytorch_model.bin").write_bytes(pickle.dumps(_Trap(sentinel)))
+    with pytest.raises(WeightFileError, match=r"diffusion_pytorch_model\.bin") as info:
+        AToMPipeline.from_pretrained(folder)
+    assert "pickle" in str(info.value) and str(folder / "mesh_generator") in str(info.value)
+    assert not sentinel.exists()

@@ -1,0 +1,325 @@
+"""Two-stage amortized training of AToM with score distillation from a frozen 2D teacher.
+
+    accelerate launch train/train_atom.py --config train/configs/shapes64.yaml
+    accelerate launch train/train_atom.py --config train/configs/shapes64.yaml --resume_from_checkpoint latest
+    accelerate launch train/train_atom.py --config train/configs/shapes64.yaml --stage 2 --init_from runs/stage1/pipeline
+    accelerate launch train/train_atom.py --config train/configs/shapes64.yaml \
+        --init_from pretrained/atom-shapes64 --prompts my_prompts.txt --output_dir runs/finetune
+
+Every step samples `prompts_per_step` prompts (each process from its own shard of the prompt
+set) and `views_per_prompt` cameras for each. Stage 1 volume-renders the SDF (NeuS) at low
+resolution and trains text-to-triplane, SDF and color; stage 2 extracts the DMTet mesh and
+rasterizes it at a higher resolution, training everything including the deformation. The
+stage switches at `stage1_steps` (or `--stage 1|2` runs one stage). At the end the whole
+`AToMPipeline` is saved with a model card, and pushed with `--push_to_hub true --hub_model_id`.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import sys
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs, set_seed
+from torch import nn
+from tqdm.auto import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import WallClock, load_config, load_trainer_state, resolve_resume, save_checkpoint  # noqa: E402
+from prompt_sets import load_prompts  # noqa: E402
+from validation import save_validation  # noqa: E402
+
+from atom.data import view_word  # noqa: E402
+from atom.geometry.mesh import Mesh  # noqa: E402
+from atom.geometry.regularizers import laplacian_smoothing, normal_consistency  # noqa: E402
+from atom.guidance import DiffusionTeacher  # noqa: E402
+from atom.guidance.sds import ScoreDistillation  # noqa: E402
+from atom.guidance.teacher_prompts import TeacherPrompts  # noqa: E402
+from atom.models.text_encoding import PromptEmbeddingCache  # noqa: E402
+from atom.pipeline import AToMPipeline  # noqa: E402
+from atom.render import NeuSRenderer, render_mesh, sample_cameras, sample_light_directions  # noqa: E402
+
+logger = logging.getLogger("train_atom")
+
+
+@dataclass
+class AtomConfig:
+    output_dir: str = "runs/atom"
+    teacher: str = "pretrained/shapes-prior"  # diffusers folder or Hub id
+    init_from: str | None = None  # an AToM pipeline (folder or Hub id); None builds `model_preset`
+    model_preset: str = "shapes"
+    text_encoder: str | None = None  # None: all-MiniLM-L6-v2 from its PyPI package
+    prompts: str | list[str] = "shapes64-seen"  # a named set, a .txt / .json file, or a list
+    validation_prompts: str | list[str] = "shapes64-validation"
+    stage: int = 0  # 0: stage 1 then stage 2; 1 or 2: only that stage
+    max_train_steps: int = 4000
+    stage1_steps: int = 2000
+    prompts_per_step: int = 8
+    views_per_prompt: int = 1
+    # stage 1: NeuS
+    stage1_resolution: int = 32
+    stage1_samples: int = 48
+    stage1_importance: int = 0
+    init_sharpness: float = 20.0
+    eikonal_weight: float = 0.1
+    eikonal_points: int = 1024
+    # stage 2: DMTet + rasterization
+    stage2_resolution: int = 64
+    stage2_tet_resolution: int = 32
+    normal_consistency_weight: float = 0.0
+    laplacian_weight: float = 0.0
+    # optimization
+    learning_rate: float = 1e-3
+    sharpness_learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    gradient_accumulation_steps: int = 1
+    max_grad_norm: float = 1.0
+    mixed_precision: str = "no"
+    # guidance
+    guidance_scale: float = 7.5
+    min_step_percent: float = 0.02
+    max_step_percent: float = 0.98
+    max_step_percent_end: float | None = 0.5
+    view_prompts: bool = True
+    shading: str = "lambertian"
+    light_jitter_deg: float = 30.0
+    background: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
+    elevation_range: list[float] = field(default_factory=lambda: [-10.0, 45.0])
+    distance_range: list[float] = field(default_factory=lambda: [2.8, 3.2])
+    fovy_range: list[float] = field(default_factory=lambda: [38.0, 42.0])
+    # bookkeeping
+    checkpointing_steps: int = 200
+    checkpoints_total_limit: int = 2
+    validation_steps: int = 500
+    validation_views: int = 4
+    log_steps: int = 20
+    save_text_encoder: bool = True
+    push_to_hub: bool = False
+    hub_model_id: str | None = None
+    hub_private: bool | None = None
+    seed: int = 0
+
+
+class AToMModel(nn.Module):
+    """The trained parts in one module (what accelerate wraps): text-to-triplane, the mesh
+    generator and the NeuS sharpness. `forward` renders one step's views, so that under DDP
+    every forward goes through the wrapper."""
+
+    def __init__(self, pipe: AToMPipeline, cfg: AtomConfig):
+        super().__init__()
+        self.text_to_triplane = pipe.text_to_triplane
+        self.mesh_generator = pipe.mesh_generator
+        self.neus = NeuSRenderer(cfg.stage1_samples, cfg.stage1_importance, cfg.init_sharpness)
+        self.cfg = cfg
+
+    def forward(self, embeds, mask, cameras, light, stage: int) -> dict:
+        """Renders `views_per_prompt` views of each prompt's shape.
+
+        Args:
+            embeds, mask: (P, L, D), (P, L) text tokens of P prompts.
+            cameras, light: P x views_per_prompt cameras and (B, 3) light directions, grouped by prompt.
+            stage: 1 (NeuS) or 2 (DMTet + rasterization).
+
+        Returns:
+            "rgb" (B, 3, H, W) in [0, 1]; "regularizer" (scalar, weighted); "empty" (stage 2:
+            how many prompts gave no surface).
+        """
+        triplanes = self.text_to_triplane(embeds, mask)
+        if stage == 1:
+            return self._render_volume(triplanes.repeat_interleave(self.cfg.views_per_prompt, 0), cameras, light)
+        return self._render_mesh(triplanes, cameras, light)
+
+    def _render_volume(self, triplanes, cameras, light) -> dict:
+        cfg = self.cfg
+        out = self.neus(
+            lambda points: self.mesh_generator.sdf_and_color(triplanes, points),
+            cameras, cfg.stage1_resolution, light_dir=light, shading=cfg.shading, background=cfg.background,
+            eikonal_points=cfg.eikonal_points if cfg.eikonal_weight > 0 else 0,
+        )
+        regularizer = cfg.eikonal_weight * out["eikonal"] if "eikonal" in out else torch.zeros((), device=triplanes.device)
+        return {"rgb": out["rgb"], "regularizer": regularizer, "empty": 0}
+
+    def _render_mesh(self, triplanes, cameras, light) -> dict:
+        cfg = self.cfg
+        k = cfg.views_per_prompt
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # counted and logged as "empty" instead
+            meshes = self.mesh_generator.extract_mesh(triplanes, resolution=cfg.stage2_tet_resolution)
+        images, regularizer = [], torch.zeros((), device=triplanes.device)
+        for i, mesh in enumerate(meshes):
+            views = slice(i * k, (i + 1) * k)
+            images.append(render_mesh(mesh, cameras[views], cfg.stage2_resolution, light[views], cfg.shading, cfg.background)["rgb"])
+            regularizer = regularizer + mesh_regularizer(mesh, cfg)
+        return {"rgb": torch.cat(images), "regularizer": regularizer / len(meshes), "empty": sum(m.is_empty for m in meshes)}
+
+
+def mesh_regularizer(mesh: Mesh, cfg: AtomConfig) -> torch.Tensor:
+    """Weighted normal consistency + Laplacian smoothing of one mesh (0 for an empty one)."""
+    loss = torch.zeros((), device=mesh.verts.device)
+    if mesh.is_empty:
+        return loss
+    if cfg.normal_consistency_weight > 0:
+        loss = loss + cfg.normal_consistency_weight * normal_consistency(mesh.verts, mesh.faces)
+    if cfg.laplacian_weight > 0:
+        loss = loss + cfg.laplacian_weight * laplacian_smoothing(mesh.verts, mesh.faces)
+    return loss
+
+
+def get_lr(step: int, cfg: AtomConfig, base: float) -> float:
+    """Linear warm-up, then cosine decay to 10 % over the run."""
+    if step < cfg.warmup_steps:
+        return base * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.max_train_steps - cfg.warmup_steps)
+    return base * (0.1 + 0.45 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def stage_of(step: int, cfg: AtomConfig) -> int:
+    return cfg.stage if cfg.stage in (1, 2) else (1 if step < cfg.stage1_steps else 2)
+
+
+def build_pipeline(cfg: AtomConfig) -> AToMPipeline:
+    if cfg.init_from:
+        return AToMPipeline.from_pretrained(cfg.init_from)
+    return AToMPipeline.from_components(cfg.model_preset, text_encoder_name_or_path=cfg.text_encoder)
+
+
+def teacher_prompts_for(prompts: list[str], cameras, view_prompts: bool) -> list[str]:
+    """View-dependent prompts ("..., side view") for the teacher, one per render."""
+    if not view_prompts:
+        return prompts
+    return [f"{p}, {view_word(float(e), float(a))}" for p, e, a in zip(prompts, cameras.elevation, cameras.azimuth)]
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg, args = load_config(AtomConfig, argv, description=__doc__)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    accelerator = Accelerator(
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        mixed_precision=cfg.mixed_precision,
+        log_with="tensorboard" if _has_tensorboard() else None,
+        project_dir=cfg.output_dir,
+        # Stage 1 leaves the deformation net unused, stage 2 the NeuS sharpness.
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+    set_seed(cfg.seed)
+    out_dir = Path(cfg.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    prompts = load_prompts(cfg.prompts)
+    validation_prompts = load_prompts(cfg.validation_prompts)
+    if accelerator.is_main_process:
+        (out_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    # Prompts are sharded across processes: each process draws from its own slice.
+    shard = prompts[accelerator.process_index :: accelerator.num_processes] or prompts
+
+    pipe = build_pipeline(cfg)
+    atom_text = PromptEmbeddingCache(pipe.tokenizer, pipe.text_encoder, pipe.config.text_max_length)
+    teacher = DiffusionTeacher.from_pretrained(cfg.teacher).to(accelerator.device)
+    teacher_text = TeacherPrompts.for_teacher(cfg.teacher)
+    sds = ScoreDistillation(teacher, cfg.guidance_scale, cfg.min_step_percent, cfg.max_step_percent, cfg.max_step_percent_end)
+
+    model = AToMModel(pipe, cfg)
+    groups = [
+        {"params": [p for n, p in model.named_parameters() if not n.startswith("neus.")], "lr": cfg.learning_rate, "base_lr": cfg.learning_rate},
+        {"params": list(model.neus.parameters()), "lr": cfg.sharpness_learning_rate, "base_lr": cfg.sharpness_learning_rate},
+    ]
+    optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    if accelerator.is_main_process and accelerator.log_with:
+        accelerator.init_trackers("atom", config={k: v for k, v in asdict(cfg).items() if isinstance(v, (int, float, str, bool))})
+
+    step, clock, stage_seconds = 0, WallClock(), {"1": 0.0, "2": 0.0}
+    resume = resolve_resume(out_dir, args.resume_from_checkpoint)
+    if resume is not None:
+        accelerator.load_state(str(resume))
+        state = load_trainer_state(resume)
+        step, clock = state["step"], WallClock(state.get("wall_seconds", 0.0))
+        stage_seconds = state.get("stage_seconds", stage_seconds)
+        logger.info("resumed from %s at step %d", resume, step)
+
+    unwrapped: AToMModel = accelerator.unwrap_model(model)
+    progress = tqdm(total=cfg.max_train_steps, initial=step, desc="AToM", disable=not accelerator.is_local_main_process)
+    model.train()
+    while step < cfg.max_train_steps:
+        stage = stage_of(step, cfg)
+        started = clock.seconds
+        # Seeded by step and process, so that a resumed run draws what the killed run would have.
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * accelerator.num_processes + accelerator.process_index)
+        rng = random.Random(gen.initial_seed())
+        for group in optimizer.param_groups:
+            group["lr"] = get_lr(step, cfg, group["base_lr"])
+        with accelerator.accumulate(model):
+            batch_prompts = [rng.choice(shard) for _ in range(cfg.prompts_per_step)]
+            embeds, mask = atom_text(batch_prompts)
+            view_prompts = [p for p in batch_prompts for _ in range(cfg.views_per_prompt)]
+            cameras = sample_cameras(
+                len(view_prompts), elevation_range=tuple(cfg.elevation_range), distance_range=tuple(cfg.distance_range),
+                fovy_range=tuple(cfg.fovy_range), generator=gen, device=accelerator.device,
+            )
+            light = sample_light_directions(cameras, cfg.light_jitter_deg, generator=gen)
+            out = model(embeds.to(accelerator.device), mask.to(accelerator.device), cameras, light, stage)
+            regularizer = out["regularizer"]
+            condition = teacher_text.condition(teacher_prompts_for(view_prompts, cameras, cfg.view_prompts), cameras)
+            guidance = sds(out["rgb"], condition, progress=step / max(1, cfg.max_train_steps), generator=gen)
+            loss = guidance["loss"] + regularizer
+            accelerator.backward(loss)
+            if accelerator.sync_gradients:
+                accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad()
+        if not accelerator.sync_gradients:
+            continue
+        step += 1
+        stage_seconds[str(stage)] += clock.seconds - started
+        progress.update(1)
+        progress.set_postfix(stage=stage, loss=f"{loss.item():.3f}")
+        if step % cfg.log_steps == 0:
+            logs = {"loss": loss.item(), "sds": guidance["loss"].item(), "grad_norm": guidance["grad_norm"].item(),
+                    "stage": stage, "sharpness": unwrapped.neus.sharpness.item(), "empty_meshes": out["empty"]}
+            accelerator.log(logs, step=step)
+            logger.info("step %d %s", step, " ".join(f"{k} {v:.4g}" for k, v in logs.items()))
+        if step % cfg.validation_steps == 0 and accelerator.is_main_process:
+            save_validation(pipe, validation_prompts, out_dir / "validation" / f"step-{step:06d}", stage,
+                            unwrapped.neus, cfg, accelerator)
+        if step % cfg.checkpointing_steps == 0 or step == cfg.max_train_steps:
+            save_checkpoint(accelerator, out_dir, step, cfg.checkpoints_total_limit,
+                            {"wall_seconds": clock.seconds, "stage_seconds": stage_seconds})
+    progress.close()
+
+    if accelerator.is_main_process:
+        summary = {"steps": step, "wall_seconds": round(clock.seconds, 1),
+                   "stage_seconds": {k: round(v, 1) for k, v in stage_seconds.items()},
+                   "num_processes": accelerator.num_processes, "prompts": len(prompts), "teacher": cfg.teacher}
+        final = out_dir / "pipeline"
+        pipe.save_pretrained(final, include_text_encoder=cfg.save_text_encoder)
+        (final / "training_summary.json").write_text(json.dumps(summary, indent=2))
+        logger.info("saved %s: %s", final, summary)
+        if cfg.push_to_hub:
+            if not cfg.hub_model_id:
+                raise ValueError("--push_to_hub needs --hub_model_id user/name")
+            card = {
+                "base_model": cfg.teacher,
+                "train_prompts": prompts,
+                "training_time": {f"stage {k}": v for k, v in summary["stage_seconds"].items() if v > 0},
+                "training_command": " ".join(sys.argv),
+                "hardware": f"{accelerator.num_processes} process(es) on {accelerator.device.type}",
+            }
+            url = pipe.push_to_hub(cfg.hub_model_id, card_data=card, private=cfg.hub_private)
+            logger.info("pushed to %s", url)
+    accelerator.end_training()
+
+
+def _has_tensorboard() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("tensorboard") is not None
+
+
+if __name__ == "__main__":
+    main()
