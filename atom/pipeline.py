@@ -18,7 +18,6 @@ from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 from tqdm.auto import tqdm
 
-from .geometry.mesh import Mesh
 from .models.mesh_generator import TriplaneMeshGenerator
 from .models.text_encoding import encode_prompts, load_text_encoder, validate_prompts
 from .models.text_to_triplane import TextToTriplane

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import random
 import sys
 from dataclasses import asdict, dataclass
@@ -27,7 +26,14 @@ from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import WallClock, load_config, load_trainer_state, resolve_resume, save_checkpoint  # noqa: E402
+from common import (  # noqa: E402
+    WallClock,
+    load_config,
+    load_trainer_state,
+    resolve_resume,
+    save_checkpoint,
+    use_cpu_backend,
+)
 
 from atom.data import COLORS, SHAPES, caption, view_word  # noqa: E402
 from atom.data.renders import ShapeRenders, render_shapes  # noqa: E402
@@ -89,7 +95,11 @@ def load_or_render(cfg: PriorConfig, resolution: int, accelerator: Accelerator) 
 def main(argv: list[str] | None = None) -> None:
     cfg, args = load_config(PriorConfig, argv, description=__doc__)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    accelerator = Accelerator(gradient_accumulation_steps=cfg.gradient_accumulation_steps, mixed_precision=cfg.mixed_precision)
+    accelerator = Accelerator(
+        cpu=use_cpu_backend(),
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        mixed_precision=cfg.mixed_precision,
+    )
     set_seed(cfg.seed)
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

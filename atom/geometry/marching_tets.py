@@ -7,7 +7,6 @@ Faces are wound counter-clockwise seen from outside (normals point toward positi
 """
 from __future__ import annotations
 
-import itertools
 
 import torch
 

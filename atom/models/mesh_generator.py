@@ -28,6 +28,7 @@ from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
 from ..geometry import Mesh, TetGrid, build_tet_grid, marching_tets
+from ..tensor_utils import pack_selected
 
 
 def positional_encoding(points: torch.Tensor, num_frequencies: int) -> torch.Tensor:
@@ -239,10 +240,7 @@ class TriplaneMeshGenerator(ModelMixin, ConfigMixin):
         while todo.any():
             # The todo vertices of every item, packed to the left of a (B, max count) index
             # array; the padding repeats vertex 0 and is evaluated and dropped.
-            rows, cols = todo.nonzero(as_tuple=True)
-            slots = todo.cumsum(1)[rows, cols] - 1
-            packed = torch.zeros(b, int(slots.max()) + 1, dtype=torch.int64, device=sdf.device)
-            packed[rows, slots] = cols
+            rows, cols, slots, packed = pack_selected(todo)
             sdf_new, offsets_new = self._fields(triplanes, grid.verts[packed], grid.cell_size, deform)
             sdf[rows, cols] = sdf_new[rows, slots]
             if deform:

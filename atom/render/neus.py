@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..tensor_utils import pack_selected
 from .cameras import Cameras
 from .shading import shade
 
@@ -54,6 +55,10 @@ class NeuSRenderer(nn.Module):
         num_importance: extra samples per ray drawn from a no-grad coarse pass (0 = off).
         init_sharpness: initial s (inverse standard deviation of the logistic density).
         box_half_size: samples lie in [-box_half_size, box_half_size]^3.
+        skip_weight: when gradients are on, the field is first evaluated without autograd at
+            every sample, and again with autograd only at the end points of intervals whose
+            rendering weight exceeds this (empty space and occluded samples carry no
+            gradient worth its cost). The images are identical; 0 disables the skipping.
     """
 
     def __init__(
@@ -62,6 +67,7 @@ class NeuSRenderer(nn.Module):
         num_importance: int = 0,
         init_sharpness: float = 20.0,
         box_half_size: float = 1.0,
+        skip_weight: float = 1e-4,
     ):
         super().__init__()
         if num_samples < 2:
@@ -69,6 +75,7 @@ class NeuSRenderer(nn.Module):
         self.num_samples = num_samples
         self.num_importance = num_importance
         self.box_half_size = box_half_size
+        self.skip_weight = skip_weight
         # NeuS parameterization: s = exp(10 * variance), which keeps the learning rate scale-free.
         self.variance = nn.Parameter(torch.tensor(math.log(init_sharpness) / 10.0))
 
@@ -132,22 +139,22 @@ class NeuSRenderer(nn.Module):
         if self.num_importance > 0:
             with torch.no_grad():
                 sdf, _ = field((origins.unsqueeze(2) + dirs.unsqueeze(2) * t.unsqueeze(-1)).reshape(batch, -1, 3))
-                alpha = self._alpha(sdf.reshape(t.shape))  # (B, R, N-1): the N samples bound N-1 bins
-                weights = alpha * torch.cumprod(torch.cat([torch.ones_like(alpha[..., :1]), 1 - alpha[..., :-1] + 1e-7], -1), -1)
+                weights = self._weights(sdf.reshape(t.shape), hit)  # the N samples bound N-1 bins
                 extra = sample_pdf(t, weights, self.num_importance)
             t = torch.cat([t, extra], -1).sort(-1).values
 
         points = origins.unsqueeze(2) + dirs.unsqueeze(2) * t.unsqueeze(-1)  # (B, R, K, 3)
         outputs: dict[str, torch.Tensor] = {}
-        sdf, albedo = field(points.reshape(batch, -1, 3))
+        if self.skip_weight > 0 and torch.is_grad_enabled():
+            sdf, albedo = self._field_where_visible(field, points.reshape(batch, -1, 3), t.shape, hit)
+        else:
+            sdf, albedo = field(points.reshape(batch, -1, 3))
         if eikonal_points > 0:
             outputs["eikonal"] = self._eikonal(field, points.reshape(batch, -1, 3), eikonal_points, generator)
         sdf = sdf.reshape(t.shape)
         albedo = albedo.reshape(*t.shape, 3)
 
-        alpha = self._alpha(sdf) * hit.unsqueeze(-1)  # (B, R, K-1)
-        transmittance = torch.cumprod(torch.cat([torch.ones_like(alpha[..., :1]), 1 - alpha[..., :-1] + 1e-7], -1), -1)
-        weights = alpha * transmittance
+        weights = self._weights(sdf, hit)  # (B, R, K-1)
         opacity = weights.sum(-1, keepdim=True)  # (B, R, 1)
         mid_albedo = 0.5 * (albedo[..., :-1, :] + albedo[..., 1:, :])
         color = (weights.unsqueeze(-1) * mid_albedo).sum(-2)  # premultiplied albedo
@@ -172,6 +179,31 @@ class NeuSRenderer(nn.Module):
 
         outputs.update(rgb=to_image(rgb), alpha=to_image(opacity), depth=to_image(depth), normal=to_image(normal))
         return outputs
+
+    def _weights(self, sdf: torch.Tensor, hit: torch.Tensor) -> torch.Tensor:
+        """Rendering weights (B, R, K-1) of the intervals between K samples per ray."""
+        alpha = self._alpha(sdf) * hit.unsqueeze(-1)
+        transmittance = torch.cumprod(torch.cat([torch.ones_like(alpha[..., :1]), 1 - alpha[..., :-1] + 1e-7], -1), -1)
+        return alpha * transmittance
+
+    def _field_where_visible(
+        self, field: Field, points: torch.Tensor, shape: torch.Size, hit: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The field at `points (B, M, 3)`, with autograd only at samples that bound a visible interval."""
+        with torch.no_grad():
+            sdf, albedo = field(points)
+            visible = self._weights(sdf.reshape(shape), hit) > self.skip_weight  # (B, R, K-1)
+            needed = torch.zeros(shape, dtype=torch.bool, device=points.device)
+            needed[..., :-1] |= visible
+            needed[..., 1:] |= visible
+            needed = needed.reshape(points.shape[0], -1)
+        if not needed.any():  # nothing visible: keep a gradient path all the same
+            return field(points)
+        rows, cols, slots, packed = pack_selected(needed)
+        sdf_grad, albedo_grad = field(torch.gather(points, 1, packed.unsqueeze(-1).expand(-1, -1, 3)))
+        sdf = sdf.index_put((rows, cols), sdf_grad[rows, slots])
+        albedo = albedo.index_put((rows, cols), albedo_grad[rows, slots])
+        return sdf, albedo
 
     @staticmethod
     def _surface_normals(field: Field, surface: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,202 @@
+"""train/evaluate.py (ground-truth metrics of AToM pipelines) and train/evaluate_prior.py (the
+shapes-prior acceptance check: render classifier, view matching under symmetry, CLI)."""
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from atom.data import HELD_OUT, SHAPES, SHAPES64, parse_prompt, shape_mesh
+from atom.data.renders import ShapeRenders
+from atom.pipeline import AToMPipeline
+from atom.render import Cameras, sample_cameras
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name: str):
+    """Imports train/<name>.py under a private module name (train/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(f"_atom_train_{name}", ROOT / "train" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+ev = _load("evaluate")
+ep = _load("evaluate_prior")
+
+RECORD_KEYS = {"prompt", "split", "pair_split", "parsed", "num_vertices", "num_faces", "empty", "generate_seconds",
+               "shape", "color", "chamfer", "volume_iou", "nearest_shape", "mean_albedo", "nearest_color",
+               "shape_correct", "color_correct", "correct"}
+
+
+def _strict_json(path: Path):
+    def reject(constant):
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    return json.loads(path.read_text(), parse_constant=reject)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: on a 2-core machine shared with a training job, two threads wait on
+    each other (rendering runs ~10x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_pipe():
+    torch.manual_seed(0)
+    pipe = AToMPipeline.from_components("tiny")
+    torch.nn.init.normal_(pipe.mesh_generator.sdf_net[-1].weight, std=0.5)  # prompt-dependent geometry
+    return pipe
+
+
+def test_evaluate_tiny_pipeline_records(tiny_pipe):
+    prompts = ["a red sphere", "an orange sphere", "a teapot on a table"]
+    result = ev.evaluate(tiny_pipe, prompts, marching_resolution=16, num_samples=1000, progress=False)
+    records = result["records"]
+    assert [r["prompt"] for r in records] == prompts
+    assert all(set(r) == RECORD_KEYS for r in records)
+    assert [r["split"] for r in records] == ["held_out", "seen", "other"]
+    assert [r["parsed"] for r in records] == [True, True, False]
+    assert result["unparsed"] == ["a teapot on a table"]
+    for r in records[:2]:
+        assert r["shape"] == "sphere" and r["color"] in ("red", "orange")
+        assert r["empty"] == (r["num_faces"] == 0)
+        assert 0.0 <= r["volume_iou"] <= 1.0
+        assert r["chamfer"] >= 0 and (math.isfinite(r["chamfer"]) or r["empty"])
+        assert r["empty"] or (r["nearest_shape"] in SHAPES and isinstance(r["correct"], bool))
+    assert records[2]["chamfer"] is None and records[2]["correct"] is None and records[2]["shape"] is None
+    summary = result["summary"]
+    assert summary["count"] == 2 and set(summary["splits"]) == {"held_out", "seen"}
+    assert 0.0 <= summary["accuracy"] <= summary["shape_accuracy"] <= 1.0
+    card = ev.card_metrics(result)
+    assert list(card) == ["seen", "held_out", "all"] and card["all"]["prompts"] == 2
+
+
+def test_true_primitives_score_perfectly_and_wrong_meshes_do_not():
+    prompts = [r.prompt for r in HELD_OUT] + ["a green box"]  # all 8 shapes; a synonym is split "other"
+
+    def truth(prompt: str):
+        return shape_mesh(*parse_prompt(prompt))
+
+    result = ev.evaluate(truth, prompts, num_samples=2000, progress=False)
+    summary = result["summary"]
+    assert summary["accuracy"] == summary["shape_accuracy"] == summary["color_accuracy"] == 1.0
+    assert summary["mean_chamfer"] < 0.012 and summary["mean_iou"] > 0.95
+    assert set(summary["splits"]) == {"held_out", "other"} and summary["splits"]["other"]["count"] == 1
+    assert result["records"][-1]["pair_split"] == "seen"  # "a green box" names the seen pair (cube, green)
+
+    wrong = ev.evaluate(lambda prompt: shape_mesh("cube", "red"), prompts[:4], num_samples=1000, progress=False)
+    verdicts = [(r["shape_correct"], r["color_correct"]) for r in wrong["records"]]
+    assert verdicts == [(False, True), (True, False), (False, False), (False, False)]  # sphere/red, cube/orange, ...
+    assert wrong["summary"]["accuracy"] == 0.0
+
+
+def test_evaluate_cli_writes_strict_json_and_grid(tiny_pipe, tmp_path):
+    tiny_pipe.save_pretrained(tmp_path / "model", include_text_encoder=False)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a blue pyramid\na pink capsule\nsomething else\n")
+    out, grid = tmp_path / "out" / "eval.json", tmp_path / "out" / "grid.png"
+    ev.main(["--model", str(tmp_path / "model"), "--prompts", str(prompts), "--resolution", "16", "--num_samples", "500",
+             "--json", str(out), "--grid", str(grid), "--views", "2", "--grid_resolution", "32", "--no_progress"])
+    data = _strict_json(out)
+    assert [r["prompt"] for r in data["records"]] == ["a blue pyramid", "a pink capsule", "something else"]
+    assert [r["split"] for r in data["records"]] == ["held_out", "seen", "other"]
+    assert data["summary"]["count"] == 2 and data["model"] == str(tmp_path / "model")
+    assert set(data["card_metrics"]) == {"seen", "held_out", "all"}
+    from PIL import Image
+
+    with Image.open(grid) as image:
+        assert image.height == 3 * 32 and image.width > 2 * 32
+
+
+def test_view_matching_respects_symmetry():
+    for shape in SHAPES:
+        if shape not in ("cube", "pyramid"):
+            assert ep.view_tolerance(shape) is None and ep.view_matches(shape, 0.0, 90.0) is None
+    assert ep.view_tolerance("cube") == (90.0, 11.25)
+    assert ep.view_matches("cube", 95.0, 5.0)  # a quarter turn apart: the same image
+    assert ep.view_matches("pyramid", 359.0, 1.0) and ep.view_matches("pyramid", 44.0, -44.0)  # 2 degrees mod 90
+    assert not ep.view_matches("cube", 20.0, 5.0)  # 15 > 11.25
+    assert ep.view_matches("cube", 20.0, 5.0, tolerance_deg=90.0)  # 15 <= 22.5
+    # Why the tolerance is scaled: modulo 90, no two azimuths are more than 45 degrees apart.
+    angles = torch.linspace(-180, 180, 97)
+    assert float(ep.azimuth_error(angles[:, None], angles[None, :], 90.0).max()) <= 45.0
+    assert torch.allclose(ep.azimuth_error(torch.tensor([350.0, 10.0]), torch.tensor([10.0, 190.0])),
+                          torch.tensor([20.0, 180.0], dtype=torch.float64))
+
+
+def test_score_predictions_checks_views_on_cube_and_pyramid_only():
+    shape_index = torch.tensor([SHAPES.index(s) for s in ("sphere", "cube", "pyramid", "cube", "torus")])
+    color_index = torch.tensor([0, 1, 2, 3, 4])
+    cams = Cameras(torch.tensor([10.0, 20.0, 30.0, 0.0, 5.0]), torch.tensor([0.0, 100.0, -30.0, 45.0, 170.0]),
+                   torch.full((5,), 3.0), torch.full((5,), 40.0))
+    pred = {"shape": shape_index.clone(), "color": torch.tensor([0, 1, 2, 0, 4]),
+            "azimuth": torch.tensor([80.0, 12.0, 60.0, 0.0, 0.0]), "elevation": torch.tensor([0.0, 20.0, 25.0, 0.0, 5.0])}
+    v = ep.score_predictions(pred, shape_index, color_index, cams)
+    assert v["view_checked"].tolist() == [False, True, True, True, False]
+    assert v["view_correct"].tolist() == [False, True, True, False, False]  # errors 2, 0, 45 (mod 90)
+    assert v["correct"].tolist() == [True, True, True, False, True]
+    assert math.isnan(v["elevation_error"][0]) and v["elevation_error"][2] == 5.0
+    agg = ep.aggregate(v)
+    assert agg["view_count"] == 3 and agg["view_accuracy"] == pytest.approx(2 / 3)
+    assert agg["color_accuracy"] == pytest.approx(0.8) and agg["shape_accuracy"] == 1.0
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory):
+    """A classifier trained briefly on 16x16 GT renders (the tiny prior's size), cached in a folder."""
+    out = tmp_path_factory.mktemp("prior_eval")
+    cfg = ep.ClassifierConfig(resolution=16, views_per_pair=8, val_views_per_pair=2, supersample=2,
+                              max_seconds=40.0, max_epochs=25, seed=0)
+    model, info = ep.load_or_train_classifier(cfg, out / "classifier", progress=False)
+    return out, cfg, model, info
+
+
+def test_classifier_learns_ground_truth_renders(classifier):
+    out, cfg, model, info = classifier
+    val = info["validation"]
+    assert val["val_images"] == 64 * 2 and val["train_images"] == 64 * 8
+    assert val["color_accuracy"] >= 0.9 and val["shape_accuracy"] >= 0.5  # chance: 0.125
+    # Fresh renders at new cameras (two per shape, in the colors of the held-out diagonal).
+    shape_index = torch.arange(len(SHAPES)).repeat(2)
+    cameras = sample_cameras(len(shape_index), generator=torch.Generator().manual_seed(99))
+    fresh = ShapeRenders(ep.render_gt(shape_index, shape_index, cameras, 16, seed=99), shape_index, shape_index, cameras)
+    scores = ep.score_renders(model, fresh)
+    assert scores["color_accuracy"] >= 0.85 and scores["shape_accuracy"] >= 0.5
+    assert scores["view_count"] == 4  # cube and pyramid images only
+    untrained = ep.score_renders(ep.RenderClassifier(cfg.width).eval(), fresh)
+    assert untrained["accuracy"] < scores["accuracy"]
+    # Cached: the same settings load the same weights without training.
+    again, info_again = ep.load_or_train_classifier(cfg, out / "classifier", progress=False)
+    assert info_again == info
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+
+
+def test_evaluate_prior_cli_on_a_tiny_prior(classifier, tmp_path):
+    from atom.guidance.shapes_prior import ShapesPriorPipeline, build_prior_scheduler, build_prior_unet
+
+    out, _, _, info = classifier
+    torch.manual_seed(0)
+    ShapesPriorPipeline(unet=build_prior_unet("tiny"), scheduler=build_prior_scheduler()).save_pretrained(tmp_path / "prior")
+    result = ep.main(["--model", str(tmp_path / "prior"), "--output_dir", str(out), "--steps", "2",
+                      "--samples_per_prompt", "1", "--batch_size", "40", "--classifier_views", "8",
+                      "--classifier_val_views", "2", "--classifier_epochs", "25", "--no_progress"])
+    assert result["classifier"]["validation"] == info["validation"]  # the cached classifier was used
+    data = _strict_json(out / "prior_eval.json")
+    assert data["samples"]["count"] == 64 and len(data["per_prompt"]) == 64
+    assert data["samples"]["view_count"] == 16 and data["reference"]["view_count"] == 16
+    assert data["passed"] is False  # an untrained prior draws noise
+    assert data["reference"]["color_accuracy"] > data["samples"]["color_accuracy"]
+    assert set(data["splits"]) == {"seen", "held_out"} and data["splits"]["held_out"]["count"] == 8
+    assert (out / "samples.png").is_file() and (out / "samples-detail.png").is_file()
+    assert [r["prompt"] for r in data["per_prompt"]] == [r.prompt for r in SHAPES64]
