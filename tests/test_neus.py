@@ -74,3 +74,24 @@ def test_empty_field_is_transparent_background():
     )
     assert out["alpha"].max() < 1e-3
     assert torch.allclose(out["rgb"][:, 2], torch.ones(2, 8, 8), atol=1e-3)
+
+
+def test_empty_space_skipping_keeps_images_and_gradients():
+    """The no-grad pre-pass only drops samples whose weight is negligible."""
+    cameras = _cameras()
+    results = []
+    for skip in (0.0, 1e-6):
+        radius = torch.tensor(0.55, requires_grad=True)
+        tint = torch.tensor([0.2, 0.5, 0.7], requires_grad=True)
+
+        def field(points):
+            return points.norm(dim=-1) - radius, (tint + 0.1 * points).clamp(0, 1)
+
+        out = NeuSRenderer(num_samples=32, init_sharpness=40.0, skip_weight=skip)(
+            field, cameras, 24, light_dir=sample_light_directions(cameras, 0.0), stratified=False
+        )
+        out["rgb"].mean().backward()
+        results.append((out["rgb"].detach(), radius.grad.clone(), tint.grad.clone()))
+    (rgb_a, r_a, t_a), (rgb_b, r_b, t_b) = results
+    assert torch.allclose(rgb_a, rgb_b, atol=1e-6)
+    assert torch.allclose(r_a, r_b, rtol=1e-3) and torch.allclose(t_a, t_b, rtol=1e-3, atol=1e-7)

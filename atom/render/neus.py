@@ -67,7 +67,7 @@ class NeuSRenderer(nn.Module):
         num_importance: int = 0,
         init_sharpness: float = 20.0,
         box_half_size: float = 1.0,
-        skip_weight: float = 1e-4,
+        skip_weight: float = 1e-6,
     ):
         super().__init__()
         if num_samples < 2:
