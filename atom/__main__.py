@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.uv_texture and file_format == "ply":
             raise UsageError("--uv-texture needs --format glb or obj; PLY carries vertex colors only")
         device = _device(args.device)
-        pipe = _load_pipeline(args.model or os.environ.get(MODEL_ENV) or str(DEFAULT_MODEL), device)
+        pipe = load_pipeline(args.model or os.environ.get(MODEL_ENV) or str(DEFAULT_MODEL), device)
     except UsageError as error:
         parser.print_usage(sys.stderr)
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
@@ -155,8 +155,12 @@ def _device(name: str | None) -> torch.device:
     return device
 
 
-def _load_pipeline(model: str, device: torch.device):
-    """The pipeline of a local folder or Hub repo id, on `device`."""
+def load_pipeline(model: str, device: torch.device):
+    """The pipeline of a local folder or Hub repo id, on `device` (the CLI's and the app's loader).
+
+    Raises:
+        UsageError: naming the model and how to choose one, when it cannot be found or loaded.
+    """
     from .pipeline import AToMPipeline
 
     if not Path(model).expanduser().is_dir() and not _HUB_ID.fullmatch(model):

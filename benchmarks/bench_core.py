@@ -13,21 +13,24 @@ import statistics
 import time
 
 import torch
-from torch import nn
 
 from atom.geometry import Mesh, build_tet_grid, marching_tets
 from atom.geometry.tet_grid import _build_cpu
+from atom.models import TriplaneMeshGenerator, atom_model_config
 from atom.render import NeuSRenderer, get_rasterizer, render_mesh, sample_light_directions, turntable_cameras
 
 
-def timed(fn, repeats: int) -> float:
+def timed(fn, repeats: int) -> tuple[float, float]:
+    """Median wall-clock and process CPU milliseconds of `fn()` (CPU time counts all threads and
+    is steadier than wall time when other jobs share the machine)."""
     fn()
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return 1000 * statistics.median(wall), 1000 * statistics.median(cpu)
 
 
 def sphere_mesh(num_faces: int, device) -> Mesh:
@@ -38,22 +41,12 @@ def sphere_mesh(num_faces: int, device) -> Mesh:
     return Mesh(verts, faces, (verts * 0.5 + 0.5).clamp(0, 1))
 
 
-class TriplaneField(nn.Module):
-    """A field the size of the `shapes` model's: (3, 32, 64, 64) triplanes and 3 x 64 MLPs."""
-
-    def __init__(self):
-        super().__init__()
-        self.planes = nn.Parameter(torch.randn(3, 32, 64, 64) * 0.1)
-        self.sdf = nn.Sequential(nn.Linear(32, 64), nn.SiLU(), nn.Linear(64, 64), nn.SiLU(), nn.Linear(64, 1))
-        self.rgb = nn.Sequential(nn.Linear(32, 64), nn.SiLU(), nn.Linear(64, 3), nn.Sigmoid())
-
-    def forward(self, points):
-        b, m, _ = points.shape
-        coords = torch.stack([points[..., [0, 1]], points[..., [0, 2]], points[..., [1, 2]]], 1)  # (B, 3, M, 2)
-        planes = self.planes.unsqueeze(0).expand(b, -1, -1, -1, -1).reshape(b * 3, 32, 64, 64)
-        feats = nn.functional.grid_sample(planes, coords.reshape(b * 3, m, 1, 2), align_corners=False)
-        feats = feats.reshape(b, 3, 32, m).sum(1).transpose(1, 2)  # (B, M, 32)
-        return self.sdf(feats).squeeze(-1) + points.norm(dim=-1) - 0.5, self.rgb(feats)
+def shapes_field(device):
+    """The `shapes` preset's SDF + color field on random triplanes, as stage 1 queries it."""
+    _, generator_kwargs = atom_model_config("shapes")
+    generator = TriplaneMeshGenerator(**generator_kwargs).to(device)
+    planes = (0.1 * torch.randn(1, 3, generator.config.triplane_channels, 32, 32, device=device)).requires_grad_(True)
+    return lambda points: generator.sdf_and_color(planes, points)
 
 
 def main() -> None:
@@ -61,9 +54,12 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    rows: list[tuple[str, float]] = []
+    rows: list[tuple[str, tuple[float, float]]] = []
 
     def add(name: str, fn) -> None:
         rows.append((name, timed(fn, args.repeats)))
@@ -93,24 +89,30 @@ def main() -> None:
 
             add(f"rasterize+shade {mesh.faces.shape[0] // 1000}k faces {px}px fwd+bwd", fwd_bwd)
 
-    field = TriplaneField().to(device)
-    renderer = NeuSRenderer(num_samples=64).to(device)
-    for label, kwargs in (("", {}), (" + eikonal normals at all samples", {"eikonal_points": 64 * 64 * 64})):
+    field = shapes_field(device)
+    variants = (
+        ("", {}, {"skip_weight": 0.0}),
+        (", skipping negligible samples", {}, {}),
+        (" + eikonal normals at all samples", {"eikonal_points": 64 * 64 * 64}, {"skip_weight": 0.0}),
+    )
+    for label, call_kwargs, renderer_kwargs in variants:
+        renderer = NeuSRenderer(num_samples=64, **renderer_kwargs).to(device)
 
-        def neus(kw=kwargs):
-            out = renderer(field, camera, 64, light_dir=light, **kw)
+        def neus(r=renderer, kw=call_kwargs):
+            out = r(field, camera, 64, light_dir=light, **kw)
             (out["rgb"].mean() + out.get("eikonal", 0.0)).backward()
 
         add(f"NeuS 64x64 rays x 64 samples fwd+bwd{label}", neus)
 
     if args.json:
-        print(json.dumps({"device": str(device), "threads": torch.get_num_threads(), "ms": dict(rows)}, indent=2))
+        result = {name: {"wall_ms": wall, "cpu_ms": cpu} for name, (wall, cpu) in rows}
+        print(json.dumps({"device": str(device), "threads": torch.get_num_threads(), "ms": result}, indent=2))
     else:
-        print(f"device {device}, {torch.get_num_threads()} threads, median of {args.repeats} (ms)")
+        print(f"device {device}, {torch.get_num_threads()} threads, median of {args.repeats}")
         width = max(len(name) for name, _ in rows)
-        for name, ms in rows:
-            print(f"{name:<{width}}  {ms:9.1f}")
-
+        print(f"{'':<{width}}  {'wall ms':>9}  {'cpu ms':>9}")
+        for name, (wall, cpu) in rows:
+            print(f"{name:<{width}}  {wall:9.1f}  {cpu:9.1f}")
 
 if __name__ == "__main__":
     main()
