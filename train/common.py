@@ -1,5 +1,5 @@
-"""Small pieces both training scripts share: YAML configs with command-line overrides, and
-checkpoints that rotate and resume (accelerate's save_state / load_state)."""
+"""Small pieces both training scripts share: YAML configs with command-line overrides,
+checkpoints that rotate and resume (accelerate's save_state / load_state), a JSON-lines log."""
 from __future__ import annotations
 
 import argparse
@@ -10,6 +10,8 @@ import os
 import re
 import shutil
 import time
+import types
+import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -35,14 +37,59 @@ def load_config(cls: type[C], argv: list[str] | None = None, description: str = 
     args = parser.parse_args(argv)
     with open(args.config) as f:
         values: dict[str, Any] = yaml.safe_load(f) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{args.config}: expected a mapping of settings, got {type(values).__name__}")
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise ValueError(f"{args.config}: unknown settings {unknown}; known: {sorted(fields)}")
+    hints = typing.get_type_hints(cls)
+    for name, value in values.items():
+        values[name] = _coerce(value, hints[name], f"{args.config}: {name}")
     for name in fields:
         override = getattr(args, name)
-        if override is not None:
-            values[name] = yaml.safe_load(override)  # "3e-4" -> float, "true" -> bool, "[a, b]" -> list
+        if override is None:
+            continue
+        try:  # "true" -> bool, "[a, b]" -> list, "null" -> None, "3e-4" -> float
+            values[name] = _coerce(yaml.safe_load(override), hints[name], f"--{name}")
+        except (ValueError, yaml.YAMLError) as error:
+            if str in _allowed(hints[name]):
+                values[name] = override  # a string field keeps the text as given ("--output_dir 2024")
+            elif isinstance(error, yaml.YAMLError):
+                raise ValueError(f"--{name}: cannot parse {override!r} as YAML: {error}") from error
+            else:
+                raise
     return cls(**values), args
+
+
+def _allowed(hint: Any) -> tuple:
+    return typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """`value` checked against the field type `hint` (scalars, lists, unions with None).
+    Numbers written as "3e-4" (a string to YAML 1.1) become floats; ints become floats
+    where a float is expected."""
+    allowed = _allowed(hint)
+    if value is None and type(None) in allowed:
+        return None
+    if float in allowed:
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        elif isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+    for kind in allowed:
+        if kind is bool and isinstance(value, bool):
+            return value
+        if kind in (int, float, str) and isinstance(value, kind) and not isinstance(value, bool):
+            return value
+        if typing.get_origin(kind) is list and isinstance(value, list):
+            (item,) = typing.get_args(kind)
+            return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    names = " or ".join("None" if k is type(None) else getattr(k, "__name__", str(k)) for k in allowed)
+    raise ValueError(f"{where} must be {names}, got {value!r}")
 
 
 def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
@@ -90,6 +137,27 @@ def save_checkpoint(accelerator, output_dir: str | os.PathLike, step: int, total
                 shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
+
+
+def use_cpu_backend() -> bool:
+    """Whether to create the `Accelerator` with `cpu=True`: for a multi-process launch
+    (`accelerate launch --multi_gpu --num_processes N`, `torchrun`) on a machine without an
+    accelerator. accelerate picks its multi-CPU mode (gloo) only when told to use the CPU;
+    otherwise each process trains alone, believing itself the only one, and all of them write
+    the same checkpoints."""
+    import torch
+
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available()
+
+
+def append_log(output_dir: str | os.PathLike, record: dict) -> None:
+    """Appends one JSON record to `output_dir/train_log.jsonl` (call it on the main process).
+
+    A resumed run appends to the same file, after its own {"event": "start"} record, so steps
+    between the last checkpoint and a kill appear twice: the later record is the one that counts.
+    """
+    with open(Path(output_dir) / "train_log.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
 
 
 def load_trainer_state(checkpoint: Path) -> dict:

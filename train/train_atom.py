@@ -5,6 +5,7 @@
     accelerate launch train/train_atom.py --config train/configs/shapes64.yaml --stage 2 --init_from runs/stage1/pipeline
     accelerate launch train/train_atom.py --config train/configs/shapes64.yaml \
         --init_from pretrained/atom-shapes64 --prompts my_prompts.txt --output_dir runs/finetune
+    accelerate launch --multi_gpu --num_processes 2 train/train_atom.py --config ...  # also on CPU (gloo)
 
 Every step samples `prompts_per_step` prompts (each process from its own shard of the prompt
 set) and `views_per_prompt` cameras for each. Stage 1 volume-renders the SDF (NeuS) at low
@@ -12,6 +13,11 @@ resolution and trains text-to-triplane, SDF and color; stage 2 extracts the DMTe
 rasterizes it at a higher resolution, training everything including the deformation. The
 stage switches at `stage1_steps` (or `--stage 1|2` runs one stage). At the end the whole
 `AToMPipeline` is saved with a model card, and pushed with `--push_to_hub true --hub_model_id`.
+Every `log_steps` steps one JSON record goes to `output_dir/train_log.jsonl` (loss, SDS loss,
+timesteps, learning rate, every process's prompts), besides the tracker.
+
+(`accelerate launch --cpu --num_processes 2` starts a single process unless it is given an MPI
+hostfile: use `--multi_gpu`, which on a machine without GPUs runs the processes on the CPU.)
 """
 from __future__ import annotations
 
@@ -26,12 +32,20 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs, set_seed
+from accelerate.utils import DistributedDataParallelKwargs, gather_object, set_seed
 from torch import nn
 from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import WallClock, load_config, load_trainer_state, resolve_resume, save_checkpoint  # noqa: E402
+from common import (  # noqa: E402
+    WallClock,
+    append_log,
+    load_config,
+    load_trainer_state,
+    resolve_resume,
+    save_checkpoint,
+    use_cpu_backend,
+)
 from prompt_sets import load_prompts  # noqa: E402
 from validation import save_validation  # noqa: E402
 
@@ -157,6 +171,10 @@ class AToMModel(nn.Module):
             views = slice(i * k, (i + 1) * k)
             images.append(render_mesh(mesh, cameras[views], cfg.stage2_resolution, light[views], cfg.shading, cfg.background)["rgb"])
             regularizer = regularizer + mesh_regularizer(mesh, cfg)
+        # A mesh that is empty, or covers no pixel, renders as plain background with no path
+        # back to the model: a zero-valued term keeps one, so that backward still works (and
+        # runs in step with the other processes under DDP) when no mesh of the step is seen.
+        regularizer = regularizer + 0.0 * triplanes.sum()
         return {"rgb": torch.cat(images), "regularizer": regularizer / len(meshes), "empty": sum(m.is_empty for m in meshes)}
 
 
@@ -201,6 +219,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg, args = load_config(AtomConfig, argv, description=__doc__)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     accelerator = Accelerator(
+        cpu=use_cpu_backend(),
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         mixed_precision=cfg.mixed_precision,
         log_with="tensorboard" if _has_tensorboard() else None,
@@ -242,6 +261,9 @@ def main(argv: list[str] | None = None) -> None:
         step, clock = state["step"], WallClock(state.get("wall_seconds", 0.0))
         stage_seconds = state.get("stage_seconds", stage_seconds)
         logger.info("resumed from %s at step %d", resume, step)
+    if accelerator.is_main_process:
+        append_log(out_dir, {"event": "start", "step": step, "resumed_from": None if resume is None else str(resume),
+                             "num_processes": accelerator.num_processes})
 
     unwrapped: AToMModel = accelerator.unwrap_model(model)
     progress = tqdm(total=cfg.max_train_steps, initial=step, desc="AToM", disable=not accelerator.is_local_main_process)
@@ -284,6 +306,11 @@ def main(argv: list[str] | None = None) -> None:
                     "stage": stage, "sharpness": unwrapped.neus.sharpness.item(), "empty_meshes": out["empty"]}
             accelerator.log(logs, step=step)
             logger.info("step %d %s", step, " ".join(f"{k} {v:.4g}" for k, v in logs.items()))
+            # Every process's prompts, in process order (a collective: all processes log together).
+            all_prompts = gather_object(batch_prompts)
+            if accelerator.is_main_process:
+                append_log(out_dir, {"event": "step", "step": step, **logs, "t": guidance["t"].tolist(),
+                                     "lr": optimizer.param_groups[0]["lr"], "prompts": all_prompts})
         if step % cfg.validation_steps == 0 and accelerator.is_main_process:
             save_validation(pipe, validation_prompts, out_dir / "validation" / f"step-{step:06d}", stage,
                             unwrapped.neus, cfg, accelerator)
@@ -299,6 +326,7 @@ def main(argv: list[str] | None = None) -> None:
         final = out_dir / "pipeline"
         pipe.save_pretrained(final, include_text_encoder=cfg.save_text_encoder)
         (final / "training_summary.json").write_text(json.dumps(summary, indent=2))
+        append_log(out_dir, {"event": "end", **summary})
         logger.info("saved %s: %s", final, summary)
         if cfg.push_to_hub:
             if not cfg.hub_model_id:

@@ -6,7 +6,7 @@ import os
 
 import torch
 
-from ..models.text_encoding import PromptEmbeddingCache, load_text_encoder
+from ..models.text_encoding import _ENCODER_ONLY_CLASSES, PromptEmbeddingCache, load_text_encoder
 from ..render.cameras import Cameras
 from .teacher import TeacherCondition
 
@@ -46,11 +46,14 @@ class TeacherPrompts:
             index = json.load(f)
         if index.get("_class_name") == SHAPES_PRIOR_CLASS or index.get("text_encoder", [None])[0] is None:
             return cls(*load_text_encoder(None), max_length=TEXT_MAX_LENGTH, null="zeros")
-        from transformers import AutoTokenizer
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-        root = name_or_path if local else os.path.dirname(index_file)
+        # The pipeline's own subfolders (`load_text_encoder` expects a tokenizer beside the
+        # model, which pipeline folders keep apart; a Hub id takes them as `subfolder`).
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, subfolder="tokenizer")
-        _, text_encoder = load_text_encoder(os.path.join(root, "text_encoder") if local else f"{name_or_path}/text_encoder")
+        config = AutoConfig.from_pretrained(name_or_path, subfolder="text_encoder")
+        model_class = _ENCODER_ONLY_CLASSES.get(config.model_type, AutoModel)
+        text_encoder = model_class.from_pretrained(name_or_path, subfolder="text_encoder").eval().requires_grad_(False)
         return cls(tokenizer, text_encoder, max_length=min(getattr(tokenizer, "model_max_length", 77), 77), null="empty")
 
     def _null(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,210 @@
+"""The teacher interface and SDS on the three teacher kinds (tests/conftest.py builds them):
+the shapes-prior (pixels, MiniLM, cameras), an IF-like pixel teacher (T5, noise + variance
+channels) and an SD-like latent teacher (VAE, CLIP). Tiny random weights, no mocks."""
+import json
+
+import pytest
+import torch
+from transformers import CLIPTextModel, T5EncoderModel
+
+from atom.guidance import DiffusionTeacher, TeacherCondition
+from atom.guidance.sds import ScoreDistillation
+from atom.guidance.shapes_prior import TEXT_MAX_LENGTH
+from atom.guidance.teacher_prompts import TeacherPrompts
+from atom.models.text_encoding import encode_prompts, load_text_encoder
+from atom.render.cameras import sample_cameras
+
+KINDS = ("prior", "if", "sd")
+PROMPTS = ["a red cube", "a blue sphere, side view"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: on a 2-core machine shared with a training job, two threads wait on each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def teachers(prior_teacher, if_teacher, sd_teacher):
+    """kind -> (folder, DiffusionTeacher, TeacherPrompts), each loaded once."""
+    folders = {"prior": prior_teacher, "if": if_teacher, "sd": sd_teacher}
+    return {k: (f, DiffusionTeacher.from_pretrained(f), TeacherPrompts.for_teacher(f)) for k, f in folders.items()}
+
+
+def cameras(batch: int, seed: int = 0):
+    return sample_cameras(batch, generator=torch.Generator().manual_seed(seed))
+
+
+def model_input(teacher: DiffusionTeacher, batch: int, seed: int = 0) -> torch.Tensor:
+    """A random (B, C, h, w) noisy input in the teacher's own space."""
+    channels = teacher.unet.config.in_channels
+    size = teacher.unet.config.sample_size
+    return torch.randn(batch, channels, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def test_each_kind_loads_with_its_properties(teachers):
+    expected = {"prior": (False, True), "if": (False, False), "sd": (True, False)}
+    for kind, (_, teacher, _) in teachers.items():
+        assert (teacher.is_latent, teacher.camera_conditioned) == expected[kind], kind
+        assert teacher.image_size == 16, kind  # SD: 8x8 latents, VAE downsampling 2
+        assert teacher.num_train_timesteps == 1000
+        assert not any(p.requires_grad for p in teacher.parameters()), kind
+        assert not teacher.unet.training
+    assert teachers["if"][1].unet.config.out_channels == 6
+
+
+def test_folder_without_unet_is_refused(tmp_path):
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "X", "scheduler": ["diffusers", "DDPMScheduler"]}))
+    with pytest.raises(ValueError, match="'unet'"):
+        DiffusionTeacher.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_encode_images(teachers, kind):
+    _, teacher, _ = teachers[kind]
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))  # resized to image_size
+    x = teacher.encode_images(images)
+    if kind == "sd":
+        assert x.shape == (2, 4, 8, 8)
+    else:
+        assert x.shape == (2, 3, 16, 16)
+        assert x.min() >= -1 and x.max() <= 1
+        flat = torch.full((1, 3, 16, 16), 0.25)
+        assert torch.allclose(teacher.encode_images(flat), torch.full_like(flat, -0.5))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_predict_noise_shape_and_guidance(teachers, kind):
+    """Output shape = input shape (the IF-like UNet's variance channels dropped); scale 1 is the
+    conditional prediction; scale s is uncond + s (cond - uncond) of separate conditional and
+    unconditional calls (so the batched CFG pairs each half with its own text and mask)."""
+    _, teacher, prompts = teachers[kind]
+    cams = cameras(2)
+    condition = prompts.condition(PROMPTS, cams)
+    x_t = model_input(teacher, 2)
+    t = torch.tensor([100, 700])
+    cond = teacher.predict_noise(x_t, t, TeacherCondition(condition.embeds, condition.mask, cameras=cams))
+    uncond = teacher.predict_noise(x_t, t, TeacherCondition(condition.uncond_embeds, condition.uncond_mask, cameras=cams))
+    assert cond.shape == x_t.shape and cond.dtype == x_t.dtype
+    assert torch.isfinite(cond).all()
+    labels = cams.conditioning() if teacher.camera_conditioned else None
+    raw = teacher.unet(x_t, t, encoder_hidden_states=condition.embeds, encoder_attention_mask=condition.mask.float(),
+                       class_labels=labels).sample
+    torch.testing.assert_close(cond, raw[:, : x_t.shape[1]])  # text, mask and cameras passed as they are
+    assert (cond - uncond).abs().max() > 1e-4  # the text reaches the UNet
+    assert torch.equal(teacher.predict_noise(x_t, t, condition, guidance_scale=1.0), cond)
+    guided = teacher.predict_noise(x_t, t, condition, guidance_scale=7.5)
+    torch.testing.assert_close(guided, uncond + 7.5 * (cond - uncond), rtol=1e-4, atol=1e-4)
+
+
+def test_if_like_teacher_keeps_the_noise_channels(teachers):
+    _, teacher, prompts = teachers["if"]
+    condition = prompts.condition(PROMPTS)
+    x_t = model_input(teacher, 2)
+    t = torch.tensor([10, 900])
+    raw = teacher.unet(x_t, t, encoder_hidden_states=condition.embeds,
+                       encoder_attention_mask=condition.mask.float()).sample
+    assert raw.shape == (2, 6, 16, 16)
+    torch.testing.assert_close(teacher.predict_noise(x_t, t, condition, guidance_scale=1.0), raw[:, :3])
+
+
+def test_camera_conditioned_teacher(teachers):
+    _, teacher, prompts = teachers["prior"]
+    x_t = model_input(teacher, 2)
+    t = torch.tensor([500, 500])
+    with pytest.raises(ValueError, match="camera-conditioned.*cameras"):
+        teacher.predict_noise(x_t, t, prompts.condition(PROMPTS))
+    front = teacher.predict_noise(x_t, t, prompts.condition(PROMPTS, cameras(2, seed=0)), guidance_scale=1.0)
+    other = teacher.predict_noise(x_t, t, prompts.condition(PROMPTS, cameras(2, seed=1)), guidance_scale=1.0)
+    assert (front - other).abs().max() > 1e-5  # the cameras reach the class embedding
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_sds_step(teachers, kind):
+    """One SDS step on renders that require grad: a finite loss whose gradient w.r.t. the renders
+    is w(t) (eps_hat - eps) / B in model space, mapped back through encode_images (for the pixel
+    teachers at their own size: x = 2 * renders - 1, so exactly 2 w(t) (eps_hat - eps) / B)."""
+    _, teacher, prompts = teachers[kind]
+    batch, scale = 2, 5.0
+    condition = prompts.condition(PROMPTS, cameras(batch))
+    sds = ScoreDistillation(teacher, guidance_scale=scale)
+    renders = torch.rand(batch, 3, 16, 16, generator=torch.Generator().manual_seed(3)).requires_grad_()
+    torch.manual_seed(1)  # the VAE's latent sample
+    out = sds(renders, condition, progress=0.0, generator=torch.Generator().manual_seed(7))
+    assert out["loss"].ndim == 0 and torch.isfinite(out["loss"])
+    out["loss"].backward()
+    assert renders.grad is not None and renders.grad.abs().sum() > 0
+
+    # The same draws again: t first, then the noise, from the same generator.
+    gen = torch.Generator().manual_seed(7)
+    low, high = sds.timestep_range(0.0)
+    t = torch.randint(low, high + 1, (batch,), generator=gen)
+    assert torch.equal(out["t"], t)
+    renders_again = renders.detach().clone().requires_grad_()
+    torch.manual_seed(1)
+    x = teacher.encode_images(renders_again)
+    noise = torch.randn(x.shape, generator=gen)
+    with torch.no_grad():
+        eps_hat = teacher.predict_noise(teacher.add_noise(x.detach(), noise, t), t, condition, scale)
+    grad = (1 - teacher.alphas_cumprod[t]).view(-1, 1, 1, 1) * (eps_hat - noise)
+    torch.testing.assert_close(out["loss"], 0.5 * grad.square().sum() / batch, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out["grad_norm"], grad.flatten(1).norm(dim=1).mean(), rtol=1e-5, atol=1e-5)
+    (expected,) = torch.autograd.grad(x, renders_again, grad_outputs=grad / batch)
+    torch.testing.assert_close(renders.grad, expected, rtol=1e-4, atol=1e-6)
+    if kind != "sd":
+        torch.testing.assert_close(renders.grad, 2 * grad / batch, rtol=1e-4, atol=1e-6)
+
+
+def test_timestep_range_anneals(teachers):
+    _, teacher, prompts = teachers["prior"]
+    sds = ScoreDistillation(teacher, 1.0, min_step_percent=0.02, max_step_percent=0.98, max_step_percent_end=0.5)
+    assert sds.timestep_range(0.0) == (20, 980)
+    assert sds.timestep_range(0.5) == (20, 740)
+    assert sds.timestep_range(1.0) == (20, 500)
+    assert sds.timestep_range(3.0) == (20, 500) and sds.timestep_range(-1.0) == (20, 980)
+    fixed = ScoreDistillation(teacher, 1.0, 0.02, 0.98)
+    assert fixed.timestep_range(0.0) == fixed.timestep_range(1.0) == (20, 980)
+    narrow = ScoreDistillation(teacher, 1.0, 0.5, 0.5005)
+    assert narrow.timestep_range(0.0) == (500, 501)  # never empty
+    batch = 64
+    out = sds(torch.rand(batch, 3, 16, 16), prompts.condition(["a red cube"] * batch, cameras(batch)), progress=1.0,
+              generator=torch.Generator().manual_seed(0))
+    assert out["t"].min() >= 20 and out["t"].max() <= 500
+    for low, high, end in ((0.5, 0.5, None), (0.6, 0.4, None), (0.02, 1.2, None), (0.3, 0.98, 0.2)):
+        with pytest.raises(ValueError, match="step_percent"):
+            ScoreDistillation(teacher, 1.0, low, high, end)
+
+
+def test_teacher_prompts_null_conditioning(teachers):
+    """The shapes-prior's CFG null is zero tokens (as it was trained); an IF/SD-like folder's is
+    the empty prompt through the folder's own tokenizer and text encoder."""
+    _, _, prior = teachers["prior"]
+    assert prior.null == "zeros"
+    condition = prior.condition(PROMPTS)
+    embeds, mask = encode_prompts(*load_text_encoder(), PROMPTS, TEXT_MAX_LENGTH)
+    torch.testing.assert_close(condition.embeds, embeds)
+    assert torch.equal(condition.mask, mask)
+    assert condition.uncond_embeds.shape == (2, TEXT_MAX_LENGTH, 384)
+    assert not condition.uncond_embeds.any() and condition.uncond_mask.all()
+
+    for kind, encoder_class, width, real_null_tokens in (("if", T5EncoderModel, 48, 1), ("sd", CLIPTextModel, 32, 2)):
+        _, _, prompts = teachers[kind]
+        assert prompts.null == "empty"
+        assert isinstance(prompts.cache.text_encoder, encoder_class)  # the folder's own, not MiniLM
+        assert prompts.cache.max_length == 12  # the tokenizer's model_max_length (at most 77)
+        condition = prompts.condition(PROMPTS)
+        assert condition.embeds.shape == condition.uncond_embeds.shape == (2, 12, width)
+        tokens = prompts.cache.tokenizer([""], padding="max_length", max_length=12, return_tensors="pt")
+        with torch.no_grad():
+            null = prompts.cache.text_encoder(**tokens).last_hidden_state[0]
+        torch.testing.assert_close(condition.uncond_embeds[0], null)
+        torch.testing.assert_close(condition.uncond_embeds[1], null)
+        assert condition.uncond_embeds.abs().sum() > 0
+        assert condition.uncond_mask.sum(1).tolist() == [real_null_tokens] * 2  # EOS (T5); BOS + EOS (CLIP)
+        assert condition.mask.sum(1).tolist() == [len(ids) for ids in prompts.cache.tokenizer(PROMPTS)["input_ids"]]
+        # Each distinct prompt is encoded once.
+        prompts.condition(PROMPTS + PROMPTS[:1])
+        assert len(prompts.cache) == 2

@@ -1,0 +1,297 @@
+"""train/train_atom.py on train/configs/tiny.yaml: stage-1 and stage-2 runs that lower the SDS
+loss, kill-and-resume, the 2-process CPU launch, fine-tuning from a saved pipeline on prompt
+files, the saved folder, config errors.
+
+Teachers come from tests/conftest.py: the untrained tiny shapes-prior where only the mechanics
+matter, and `black_teacher` (a tiny UNet trained to be the exact noise predictor of an all-black
+world) where the loss must fall: its SDS loss on a render measures the distance to black, so it
+can only fall if the SDS gradient reaches the model with the right sign and the optimizer uses it.
+"""
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from atom.pipeline import AToMPipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "train" / "train_atom.py"
+CONFIG = ROOT / "train" / "configs" / "tiny.yaml"
+TINY_PROMPTS = ["a red cube", "a blue sphere", "a green cone"]  # as in tiny.yaml
+
+
+def _load(name: str):
+    """Imports train/<name>.py under a private module name (train/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(f"_atom_train_{name}", ROOT / "train" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+train_atom = _load("train_atom")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: on a 2-core machine shared with a training job, two threads wait on each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def subprocess_env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+
+
+def read_log(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+
+
+def steps_of(records: list[dict]) -> list[dict]:
+    """Step records of the last run in the log (after its "start")."""
+    last_start = max(i for i, r in enumerate(records) if r["event"] == "start")
+    return [r for r in records[last_start:] if r["event"] == "step"]
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    tensors = {}
+    for part in ("text_to_triplane", "mesh_generator"):
+        for name, value in load_file(next((folder / part).glob("*.safetensors"))).items():
+            tensors[f"{part}.{name}"] = value
+    return tensors
+
+
+# ---- the loss falls ----------------------------------------------------------------------
+
+# One prompt, fixed camera elevation, distance, field of view and light; t within 45-55 % of the
+# schedule (where the teacher was trained); no CFG (the teacher ignores text). Only the azimuth
+# and the noise vary between steps.
+STEADY = [
+    "--prompts", "[a red cube]", "--prompts_per_step", "1", "--views_per_prompt", "2",
+    "--guidance_scale", "1", "--min_step_percent", "0.45", "--max_step_percent", "0.55", "--max_step_percent_end", "null",
+    "--view_prompts", "false", "--light_jitter_deg", "0", "--elevation_range", "[20, 20]", "--distance_range", "[3, 3]",
+    "--fovy_range", "[40, 40]", "--warmup_steps", "1", "--validation_steps", "1000", "--checkpointing_steps", "1000",
+]
+
+
+@pytest.mark.parametrize(("stage", "learning_rate"), [(1, "3e-3"), (2, "1e-2")])
+def test_stage_lowers_the_sds_loss(black_teacher, tmp_path, stage, learning_rate):
+    """20 steps of one stage against the black world's teacher: the mean SDS loss of the last 5
+    steps is well below that of the first 5 (about 4x in practice), and the meshes never vanish."""
+    out = tmp_path / f"stage{stage}"
+    train_atom.main(["--config", str(CONFIG), "--teacher", str(black_teacher), "--output_dir", str(out),
+                     "--stage", str(stage), "--max_train_steps", "20", "--learning_rate", learning_rate, *STEADY])
+    steps = steps_of(read_log(out))
+    assert [r["step"] for r in steps] == list(range(1, 21))
+    assert {r["stage"] for r in steps} == {stage}
+    assert all(min(r["t"]) >= 450 and max(r["t"]) <= 550 for r in steps)
+    sds = torch.tensor([r["sds"] for r in steps])
+    assert torch.isfinite(sds).all()
+    first, last = sds[:5].mean().item(), sds[-5:].mean().item()
+    assert last < 0.6 * first, f"SDS loss did not fall: {sds.tolist()}"
+    assert all(r["empty_meshes"] == 0 for r in steps)
+    mesh = AToMPipeline.from_pretrained(out / "pipeline")("a red cube", output_type="mesh").meshes[0]
+    assert not mesh.is_empty
+    assert mesh.colors.mean() < 0.4  # darker than the untrained model's ~0.5 gray
+
+
+# ---- kill and resume -----------------------------------------------------------------------
+
+RESUME = ["--max_train_steps", "10", "--stage1_steps", "5", "--checkpointing_steps", "2", "--checkpoints_total_limit", "10",
+          "--validation_steps", "1000"]
+
+
+def test_kill_and_resume(prior_teacher, tmp_path):
+    """The script killed with SIGKILL after its first checkpoint, rerun with
+    `--resume_from_checkpoint latest`: it continues from that checkpoint's step (across the stage
+    switch) and ends with the weights of an uninterrupted run."""
+    out = tmp_path / "killed"
+    args = ["--config", str(CONFIG), "--teacher", str(prior_teacher), "--output_dir", str(out), *RESUME]
+    log = tmp_path / "killed.log"
+    with open(log, "w") as stream:
+        process = subprocess.Popen([sys.executable, str(SCRIPT), *args], cwd=tmp_path, env=subprocess_env(),
+                                   stdout=stream, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 300
+        try:
+            while not list(out.glob("checkpoint-*")):
+                assert process.poll() is None, f"the run ended before its first checkpoint:\n{log.read_text()[-3000:]}"
+                assert time.monotonic() < deadline, f"no checkpoint after 300 s:\n{log.read_text()[-3000:]}"
+                time.sleep(0.05)
+            process.send_signal(signal.SIGKILL)
+        finally:
+            process.kill()
+            process.wait()
+    assert process.returncode == -signal.SIGKILL
+    assert not (out / "pipeline").exists(), "the run finished before it could be killed"
+    killed_at = max(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*"))
+    assert 2 <= killed_at < 10
+
+    train_atom.main([*args, "--resume_from_checkpoint", "latest"])
+    records = read_log(out)
+    starts = [r for r in records if r["event"] == "start"]
+    assert [s["step"] for s in starts] == [0, killed_at]
+    assert starts[1]["resumed_from"] == str(out / f"checkpoint-{killed_at}")
+    resumed = steps_of(records)
+    assert [r["step"] for r in resumed] == list(range(killed_at + 1, 11))
+    assert [r["stage"] for r in resumed] == [1 if s <= 5 else 2 for s in range(killed_at + 1, 11)]
+    assert json.loads((out / "checkpoint-10" / "trainer_state.json").read_text())["step"] == 10
+    summary = json.loads((out / "pipeline" / "training_summary.json").read_text())
+    assert summary["steps"] == 10 and records[-1] == {"event": "end", **summary}
+
+    straight = tmp_path / "straight"
+    train_atom.main(["--config", str(CONFIG), "--teacher", str(prior_teacher), "--output_dir", str(straight), *RESUME])
+    resumed_weights, straight_weights = weights(out / "pipeline"), weights(straight / "pipeline")
+    assert resumed_weights.keys() == straight_weights.keys()
+    for name, value in straight_weights.items():
+        torch.testing.assert_close(resumed_weights[name], value, rtol=1e-5, atol=1e-6, msg=name)
+
+
+# ---- two processes on the CPU ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_process_run(prior_teacher, tmp_path_factory) -> Path:
+    """`accelerate launch --multi_gpu --num_processes 2` of the tiny config (4 steps, both
+    stages, validation at the end). (`--cpu --num_processes 2` would start one process: without
+    an MPI hostfile accelerate's CPU launcher does not fan out.)"""
+    tmp = tmp_path_factory.mktemp("ddp")
+    out = tmp / "run"
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
+        str(SCRIPT), "--config", str(CONFIG), "--teacher", str(prior_teacher), "--output_dir", str(out),
+    ]
+    result = subprocess.run(command, cwd=tmp, env=subprocess_env(), capture_output=True, text=True, timeout=500, check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return out
+
+
+def test_two_process_cpu_launch(two_process_run):
+    out = two_process_run
+    records = read_log(out)
+    assert records[0] == {"event": "start", "step": 0, "resumed_from": None, "num_processes": 2}
+    steps = steps_of(records)
+    assert [r["step"] for r in steps] == [1, 2, 3, 4] and [r["stage"] for r in steps] == [1, 1, 2, 2]
+    # Each process draws prompts_per_step = 2 prompts from its own shard of the prompt set.
+    for r in steps:
+        assert len(r["prompts"]) == 4
+        assert set(r["prompts"][:2]) <= set(TINY_PROMPTS[0::2]), r["prompts"]
+        assert set(r["prompts"][2:]) <= set(TINY_PROMPTS[1::2]), r["prompts"]
+    assert sorted(p.name for p in (out / "checkpoint-4").glob("random_states_*")) == ["random_states_0.pkl", "random_states_1.pkl"]
+    assert json.loads((out / "pipeline" / "training_summary.json").read_text())["num_processes"] == 2
+    assert (out / "validation" / "step-000004" / "grid.png").is_file()
+
+
+def test_saved_folder_loads_and_generates(two_process_run):
+    folder = two_process_run / "pipeline"
+    index = json.loads((folder / "model_index.json").read_text())
+    assert index["_class_name"] == "AToMPipeline"
+    assert not (folder / "text_encoder").exists()  # save_text_encoder: false
+    pipe = AToMPipeline.from_pretrained(folder)
+    prompts = ["a red cube", "a pink snowman"]
+    meshes = pipe(prompts).meshes
+    assert len(meshes) == 2
+    for mesh in meshes:
+        assert len(mesh.vertices) > 0 and len(mesh.faces) > 0
+        assert mesh.visual.vertex_colors.shape == (len(mesh.vertices), 4)
+        assert abs(mesh.vertices).max() <= 1.0 + 1e-6
+    again = pipe(prompts).meshes
+    assert all((a.vertices == b.vertices).all() and (a.faces == b.faces).all() for a, b in zip(meshes, again))
+
+
+# ---- fine-tuning from a saved pipeline on prompt files ------------------------------------------
+
+
+def test_finetune_from_saved_pipeline_on_prompt_files(two_process_run, prior_teacher, tmp_path):
+    txt = tmp_path / "prompts.txt"
+    txt.write_text("# my prompts\na purple torus\n\n  an orange capsule  \n")
+    js = tmp_path / "prompts.json"
+    js.write_text(json.dumps(["a cyan cone", "a yellow pyramid"]))
+    init = two_process_run / "pipeline"
+    base = ["--config", str(CONFIG), "--teacher", str(prior_teacher), "--init_from", str(init), "--max_train_steps", "1",
+            "--validation_steps", "1000"]
+
+    # A learning rate of ~0: the result is the init_from pipeline's weights, not a fresh model's.
+    out_txt = tmp_path / "from_txt"
+    train_atom.main([*base, "--prompts", str(txt), "--output_dir", str(out_txt), "--learning_rate", "1e-12"])
+    assert set(steps_of(read_log(out_txt))[0]["prompts"]) <= {"a purple torus", "an orange capsule"}
+    assert json.loads((out_txt / "config.json").read_text())["prompts"] == str(txt)
+    tuned, initial = weights(out_txt / "pipeline"), weights(init)
+    for name, value in initial.items():
+        torch.testing.assert_close(tuned[name], value, rtol=0, atol=1e-8, msg=name)
+    torch.manual_seed(0)
+    fresh = AToMPipeline.from_components("tiny").text_to_triplane.state_dict()
+    assert any((fresh[k] - initial[f"text_to_triplane.{k}"]).abs().max() > 1e-6 for k in fresh)
+
+    out_json = tmp_path / "from_json"
+    train_atom.main([*base, "--prompts", str(js), "--output_dir", str(out_json), "--stage", "2"])
+    step = steps_of(read_log(out_json))[0]
+    assert step["stage"] == 2 and set(step["prompts"]) <= {"a cyan cone", "a yellow pyramid"}
+    assert len(AToMPipeline.from_pretrained(out_json / "pipeline")("a cyan cone").meshes) == 1
+
+    with pytest.raises(ValueError, match="neither a named set"):
+        train_atom.main([*base, "--prompts", str(tmp_path / "missing.txt"), "--output_dir", str(tmp_path / "x")])
+
+
+def test_stage2_step_without_any_visible_mesh(prior_teacher, tmp_path):
+    """A step whose meshes are all empty (the SDF never crosses zero) logs them and goes on
+    (it used to fail in backward: the loss had no path back to the model)."""
+    torch.manual_seed(0)
+    pipe = AToMPipeline.from_components("tiny")
+    with torch.no_grad():
+        pipe.mesh_generator.sdf_net[-1].bias.add_(10.0)
+    folder = tmp_path / "no-surface"
+    pipe.save_pretrained(folder, include_text_encoder=False)
+    out = tmp_path / "run"
+    train_atom.main(["--config", str(CONFIG), "--teacher", str(prior_teacher), "--init_from", str(folder),
+                     "--output_dir", str(out), "--stage", "2", "--max_train_steps", "2", "--validation_steps", "1000"])
+    steps = steps_of(read_log(out))
+    assert [r["empty_meshes"] for r in steps] == [2, 2]
+    assert all(r["sds"] == r["sds"] for r in steps)  # finite, not NaN
+    assert (out / "pipeline" / "model_index.json").is_file()
+
+
+# ---- configuration errors ------------------------------------------------------------------------
+
+
+def test_config_errors(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train_atom.main(["--max_train_steps", "3"])
+    assert exit_info.value.code == 2 and "--config" in capsys.readouterr().err
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(CONFIG.read_text() + "max_steps: 10\nguidance: 7\n")
+    with pytest.raises(ValueError, match=r"unknown settings \['guidance', 'max_steps'\]"):
+        train_atom.main(["--config", str(bad)])
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- max_train_steps\n")
+    with pytest.raises(ValueError, match="mapping"):
+        train_atom.main(["--config", str(listed)])
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        train_atom.main(["--config", str(tmp_path / "nope.yaml")])
+    for option, value, match in (
+        ("--max_train_steps", "ten", "max_train_steps must be int"),
+        ("--learning_rate", "fast", "learning_rate must be float"),
+        ("--view_prompts", "maybe", "view_prompts must be bool"),
+        ("--elevation_range", "[low, 45]", r"elevation_range\[0\] must be float"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            train_atom.main(["--config", str(CONFIG), option, value])
+    cfg, _ = train_atom.load_config(train_atom.AtomConfig, [
+        "--config", str(CONFIG), "--learning_rate", "1e-2", "--max_step_percent_end", "null", "--output_dir", "2024",
+        "--elevation_range", "[0, 30]",
+    ])
+    assert cfg.learning_rate == 0.01 and cfg.max_step_percent_end is None and cfg.output_dir == "2024"
+    assert cfg.elevation_range == [0.0, 30.0]
+    with pytest.raises(ValueError, match="checkpoint"):
+        train_atom.resolve_resume(tmp_path, str(tmp_path / "not-a-checkpoint"))

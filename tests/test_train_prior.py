@@ -1,0 +1,133 @@
+"""train/train_prior.py on train/configs/prior_tiny.yaml (a 16x16 prior, a few steps): the run,
+its saved `ShapesPriorPipeline`, resuming from the latest checkpoint, config errors."""
+import importlib.util
+import json
+import logging
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from atom.guidance.shapes_prior import ShapesPriorPipeline
+from atom.render.cameras import sample_cameras
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "train" / "configs" / "prior_tiny.yaml"
+
+
+def _load(name: str):
+    """Imports train/<name>.py under a private module name (train/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(f"_atom_train_{name}", ROOT / "train" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+train_prior = _load("train_prior")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: on a 2-core machine shared with a training job, two threads wait on each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def logged_steps(records: list[logging.LogRecord]) -> list[int]:
+    return [int(m.group(1)) for r in records if r.name == "train_prior" and (m := re.match(r"step (\d+) loss", r.getMessage()))]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """The tiny config (3 steps), then a resumed run to 5 steps; the log records of each."""
+    out = tmp_path_factory.mktemp("prior") / "run"
+    args = ["--config", str(CONFIG), "--output_dir", str(out)]
+    handler = _Collect()
+    logging.getLogger("train_prior").addHandler(handler)
+    logging.getLogger("train_prior").setLevel(logging.INFO)
+    try:
+        train_prior.main(args)
+        first = list(handler.records)
+        renders = next(out.glob("renders-*.pt"))
+        renders_mtime = renders.stat().st_mtime_ns
+        pipeline_after_first = {k: v.clone() for k, v in ShapesPriorPipeline.from_pretrained(out / "pipeline").unet.state_dict().items()}
+        handler.records.clear()
+        train_prior.main(args + ["--resume_from_checkpoint", "latest", "--max_train_steps", "5"])
+        second = list(handler.records)
+    finally:
+        logging.getLogger("train_prior").removeHandler(handler)
+    return {"out": out, "first": first, "second": second, "renders": renders, "renders_mtime": renders_mtime,
+            "unet_after_first": pipeline_after_first}
+
+
+class _Collect(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_run_saves_a_loadable_pipeline_without_text_encoder(run):
+    out = run["out"]
+    assert logged_steps(run["first"]) == [1, 2, 3]
+    index = json.loads((out / "pipeline" / "model_index.json").read_text())
+    assert index["_class_name"] == "ShapesPriorPipeline"
+    assert index.get("text_encoder", [None])[0] is None and index.get("tokenizer", [None])[0] is None
+    assert sorted(p.name for p in (out / "pipeline").iterdir() if p.is_dir()) == ["scheduler", "unet"]
+    assert list((out / "pipeline" / "unet").glob("*.safetensors"))
+    summary = json.loads((out / "pipeline" / "training_summary.json").read_text())
+    assert summary["steps"] == 5 and summary["resolution"] == 16  # (the resumed run's)
+
+
+def test_pipeline_samples_images_deterministically(run):
+    pipe = ShapesPriorPipeline.from_pretrained(run["out"] / "pipeline")
+    assert pipe.text_encoder is None  # loaded from the MiniLM package on first use
+    prompts = ["a red cube", "a blue sphere, side view"]
+
+    def sample(seed: int, **kwargs) -> torch.Tensor:
+        return pipe(prompts, guidance_scale=3.0, num_inference_steps=3, generator=torch.Generator().manual_seed(seed),
+                    progress=False, **kwargs).images
+
+    images = sample(0)
+    assert images.shape == (2, 3, 16, 16) and images.dtype == torch.float32
+    assert images.min() >= 0 and images.max() <= 1
+    assert torch.equal(images, sample(0))
+    assert not torch.equal(images, sample(1))
+    cams = sample_cameras(2, generator=torch.Generator().manual_seed(5))
+    assert sample(0, cameras=cams).shape == (2, 3, 16, 16)
+    pil = sample(0, output_type="pil")
+    assert len(pil) == 2 and pil[0].size == (16, 16)
+    with pytest.raises(ValueError, match="cameras"):
+        sample(0, cameras=cams[:1])
+
+
+def test_resume_continues_from_the_latest_checkpoint(run):
+    out = run["out"]
+    assert any("resumed from" in r.getMessage() and "checkpoint-3 at step 3" in r.getMessage() for r in run["second"])
+    assert logged_steps(run["second"]) == [4, 5]  # not a fresh start at step 1
+    checkpoints = sorted(p.name for p in out.glob("checkpoint-*"))
+    assert checkpoints == ["checkpoint-5"]  # checkpoints_total_limit: 1
+    assert json.loads((out / "checkpoint-5" / "trainer_state.json").read_text())["step"] == 5
+    assert not list(out.glob(".partial-*"))
+    assert run["renders"].stat().st_mtime_ns == run["renders_mtime"]  # renders reused, not redone
+    # The resumed run trained further: the saved weights moved.
+    after = ShapesPriorPipeline.from_pretrained(out / "pipeline").unet.state_dict()
+    assert any(not torch.equal(after[k], v) for k, v in run["unet_after_first"].items())
+
+
+def test_config_errors(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(CONFIG.read_text() + "learning_rat: 1.0e-3\n")
+    with pytest.raises(ValueError, match=r"unknown settings \['learning_rat'\]"):
+        train_prior.main(["--config", str(bad)])
+    with pytest.raises(ValueError, match="batch_size must be int"):
+        train_prior.main(["--config", str(CONFIG), "--batch_size", "four"])
+    cfg, _ = train_prior.load_config(train_prior.PriorConfig, ["--config", str(CONFIG), "--learning_rate", "3e-4"])
+    assert cfg.learning_rate == 3e-4  # "3e-4" is a string to YAML 1.1
