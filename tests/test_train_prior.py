@@ -48,8 +48,10 @@ def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("prior") / "run"
     args = ["--config", str(CONFIG), "--output_dir", str(out)]
     handler = _Collect()
-    logging.getLogger("train_prior").addHandler(handler)
-    logging.getLogger("train_prior").setLevel(logging.INFO)
+    script_logger = logging.getLogger("train_prior")
+    level = script_logger.level
+    script_logger.addHandler(handler)
+    script_logger.setLevel(logging.INFO)
     try:
         train_prior.main(args)
         first = list(handler.records)
@@ -60,7 +62,8 @@ def run(tmp_path_factory):
         train_prior.main(args + ["--resume_from_checkpoint", "latest", "--max_train_steps", "5"])
         second = list(handler.records)
     finally:
-        logging.getLogger("train_prior").removeHandler(handler)
+        script_logger.removeHandler(handler)
+        script_logger.setLevel(level)
     return {"out": out, "first": first, "second": second, "renders": renders, "renders_mtime": renders_mtime,
             "unet_after_first": pipeline_after_first}
 
@@ -122,7 +125,10 @@ def test_resume_continues_from_the_latest_checkpoint(run):
     assert any(not torch.equal(after[k], v) for k, v in run["unet_after_first"].items())
 
 
-def test_config_errors(tmp_path):
+def test_config_errors(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train_prior.main([])
+    assert exit_info.value.code == 2 and "--config" in capsys.readouterr().err
     bad = tmp_path / "bad.yaml"
     bad.write_text(CONFIG.read_text() + "learning_rat: 1.0e-3\n")
     with pytest.raises(ValueError, match=r"unknown settings \['learning_rat'\]"):
