@@ -194,3 +194,12 @@ def black_teacher(tmp_path_factory) -> Path:
     torch.set_num_threads(threads)
     ShapesPriorPipeline(unet.eval(), scheduler).save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread: on a 2-core machine shared with other jobs, two threads wait on each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

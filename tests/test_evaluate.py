@@ -1,9 +1,7 @@
 """train/evaluate.py (ground-truth metrics of AToM pipelines) and train/evaluate_prior.py (the
 shapes-prior acceptance check: render classifier, view matching under symmetry, CLI)."""
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,21 +11,13 @@ from atom.data import HELD_OUT, SHAPES, SHAPES64, parse_prompt, shape_mesh
 from atom.data.renders import ShapeRenders
 from atom.pipeline import AToMPipeline
 from atom.render import Cameras, sample_cameras
+from train_scripts import load_train_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load(name: str):
-    """Imports train/<name>.py under a private module name (train/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(f"_atom_train_{name}", ROOT / "train" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-ev = _load("evaluate")
-ep = _load("evaluate_prior")
+ev = load_train_script("evaluate")
+ep = load_train_script("evaluate_prior")
 
 RECORD_KEYS = {"prompt", "split", "pair_split", "parsed", "num_vertices", "num_faces", "empty", "generate_seconds",
                "shape", "color", "chamfer", "volume_iou", "nearest_shape", "mean_albedo", "nearest_color",
@@ -41,14 +31,7 @@ def _strict_json(path: Path):
     return json.loads(path.read_text(), parse_constant=reject)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on a 2-core machine shared with a training job, two threads wait on
-    each other (rendering runs ~10x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # rendering runs ~10x slower with 2 threads here
 
 
 @pytest.fixture(scope="module")

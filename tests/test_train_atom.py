@@ -7,7 +7,6 @@ matter, and `black_teacher` (a tiny UNet trained to be the exact noise predictor
 world) where the loss must fall: its SDS loss on a render measures the distance to black, so it
 can only fall if the SDS gradient reaches the model with the right sign and the optimizer uses it.
 """
-import importlib.util
 import json
 import os
 import signal
@@ -21,6 +20,7 @@ import torch
 from safetensors.torch import load_file
 
 from atom.pipeline import AToMPipeline
+from train_scripts import load_train_script
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "train" / "train_atom.py"
@@ -28,25 +28,10 @@ CONFIG = ROOT / "train" / "configs" / "tiny.yaml"
 TINY_PROMPTS = ["a red cube", "a blue sphere", "a green cone"]  # as in tiny.yaml
 
 
-def _load(name: str):
-    """Imports train/<name>.py under a private module name (train/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(f"_atom_train_{name}", ROOT / "train" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+train_atom = load_train_script("train_atom")
 
 
-train_atom = _load("train_atom")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on a 2-core machine shared with a training job, two threads wait on each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def subprocess_env() -> dict[str, str]:

@@ -1,10 +1,8 @@
 """train/train_prior.py on train/configs/prior_tiny.yaml (a 16x16 prior, a few steps): the run,
 its saved `ShapesPriorPipeline`, resuming from the latest checkpoint, config errors."""
-import importlib.util
 import json
 import logging
 import re
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,30 +10,16 @@ import torch
 
 from atom.guidance.shapes_prior import ShapesPriorPipeline
 from atom.render.cameras import sample_cameras
+from train_scripts import load_train_script
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "train" / "configs" / "prior_tiny.yaml"
 
 
-def _load(name: str):
-    """Imports train/<name>.py under a private module name (train/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(f"_atom_train_{name}", ROOT / "train" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+train_prior = load_train_script("train_prior")
 
 
-train_prior = _load("train_prior")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on a 2-core machine shared with a training job, two threads wait on each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def logged_steps(records: list[logging.LogRecord]) -> list[int]:
