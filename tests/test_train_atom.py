@@ -29,6 +29,7 @@ TINY_PROMPTS = ["a red cube", "a blue sphere", "a green cone"]  # as in tiny.yam
 
 
 train_atom = load_train_script("train_atom")
+common = load_train_script("common")
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -279,4 +280,4 @@ def test_config_errors(tmp_path, capsys):
     assert cfg.learning_rate == 0.01 and cfg.max_step_percent_end is None and cfg.output_dir == "2024"
     assert cfg.elevation_range == [0.0, 30.0]
     with pytest.raises(ValueError, match="checkpoint"):
-        train_atom.resolve_resume(tmp_path, str(tmp_path / "not-a-checkpoint"))
+        common.resolve_resume(tmp_path, str(tmp_path / "not-a-checkpoint"))

@@ -15,6 +15,7 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
+import torch
 import yaml
 
 logger = logging.getLogger(__name__)
@@ -175,3 +176,22 @@ class WallClock:
     @property
     def seconds(self) -> float:
         return self.earlier + time.perf_counter() - self.start
+
+
+def resume_training(accelerator, output_dir: str | os.PathLike, resume: str | None) -> tuple[Path | None, dict]:
+    """Loads the accelerate state of the checkpoint `resume` names (see `resolve_resume`).
+
+    Returns:
+        (the checkpoint folder or None, its trainer state: {"step": 0} for a fresh run).
+    """
+    checkpoint = resolve_resume(output_dir, resume)
+    if checkpoint is None:
+        return None, {"step": 0}
+    accelerator.load_state(str(checkpoint))
+    return checkpoint, load_trainer_state(checkpoint)
+
+
+def step_generator(seed: int, step: int, accelerator) -> torch.Generator:
+    """The random generator of one training step on this process, seeded by step and process,
+    so that a resumed run draws what the killed run would have."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + step * accelerator.num_processes + accelerator.process_index)

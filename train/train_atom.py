@@ -41,9 +41,9 @@ from common import (  # noqa: E402
     WallClock,
     append_log,
     load_config,
-    load_trainer_state,
-    resolve_resume,
+    resume_training,
     save_checkpoint,
+    step_generator,
     use_cpu_backend,
 )
 from prompt_sets import load_prompts  # noqa: E402
@@ -253,13 +253,10 @@ def main(argv: list[str] | None = None) -> None:
     if accelerator.is_main_process and accelerator.log_with:
         accelerator.init_trackers("atom", config={k: v for k, v in asdict(cfg).items() if isinstance(v, (int, float, str, bool))})
 
-    step, clock, stage_seconds = 0, WallClock(), {"1": 0.0, "2": 0.0}
-    resume = resolve_resume(out_dir, args.resume_from_checkpoint)
+    resume, state = resume_training(accelerator, out_dir, args.resume_from_checkpoint)
+    step, clock = state["step"], WallClock(state.get("wall_seconds", 0.0))
+    stage_seconds = state.get("stage_seconds", {"1": 0.0, "2": 0.0})
     if resume is not None:
-        accelerator.load_state(str(resume))
-        state = load_trainer_state(resume)
-        step, clock = state["step"], WallClock(state.get("wall_seconds", 0.0))
-        stage_seconds = state.get("stage_seconds", stage_seconds)
         logger.info("resumed from %s at step %d", resume, step)
     if accelerator.is_main_process:
         append_log(out_dir, {"event": "start", "step": step, "resumed_from": None if resume is None else str(resume),
@@ -271,8 +268,7 @@ def main(argv: list[str] | None = None) -> None:
     while step < cfg.max_train_steps:
         stage = stage_of(step, cfg)
         started = clock.seconds
-        # Seeded by step and process, so that a resumed run draws what the killed run would have.
-        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * accelerator.num_processes + accelerator.process_index)
+        gen = step_generator(cfg.seed, step, accelerator)
         rng = random.Random(gen.initial_seed())
         for group in optimizer.param_groups:
             group["lr"] = get_lr(step, cfg, group["base_lr"])

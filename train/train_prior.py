@@ -29,9 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     WallClock,
     load_config,
-    load_trainer_state,
-    resolve_resume,
+    resume_training,
     save_checkpoint,
+    step_generator,
     use_cpu_backend,
 )
 
@@ -123,20 +123,16 @@ def main(argv: list[str] | None = None) -> None:
     accelerator.register_for_checkpointing(ema)
     alphas_cumprod = scheduler.alphas_cumprod.to(accelerator.device)
 
-    step, clock = 0, WallClock()
-    resume = resolve_resume(out_dir, args.resume_from_checkpoint)
+    resume, state = resume_training(accelerator, out_dir, args.resume_from_checkpoint)
+    step, clock = state["step"], WallClock(state.get("wall_seconds", 0.0))
     if resume is not None:
-        accelerator.load_state(str(resume))
-        state = load_trainer_state(resume)
-        step, clock = state["step"], WallClock(state.get("wall_seconds", 0.0))
         logger.info("resumed from %s at step %d", resume, step)
 
     progress = tqdm(total=cfg.max_train_steps, initial=step, desc="prior", disable=not accelerator.is_local_main_process)
     running = None
     unet.train()
     while step < cfg.max_train_steps:
-        # Seeded by step (and process): a resumed run draws the batches the killed one would have.
-        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * accelerator.num_processes + accelerator.process_index)
+        gen = step_generator(cfg.seed, step, accelerator)
         rng = random.Random(gen.initial_seed())
         with accelerator.accumulate(unet):
             idx = torch.randint(len(renders), (cfg.batch_size,), generator=gen)

@@ -2,21 +2,17 @@
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from atom.__main__ import slugify
 from atom.pipeline import AToMPipeline
 from atom.render import NeuSRenderer, render_mesh, sample_light_directions, turntable_cameras
 
 logger = logging.getLogger(__name__)
-
-
-def slug(prompt: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", prompt.lower()).strip("_")[:60] or "prompt"
 
 
 def image_grid(rows: list[torch.Tensor]) -> Image.Image:
@@ -50,7 +46,7 @@ def save_validation(pipe: AToMPipeline, prompts: list[str], folder: Path, stage:
             out = render_mesh(mesh, cameras, cfg.stage2_resolution, light, cfg.shading, cfg.background)
         rows.append(out["rgb"].cpu())
         if not mesh.is_empty:
-            mesh.to_trimesh().export(folder / f"{slug(prompts[i])}.glb")
+            mesh.to_trimesh().export(folder / f"{slugify(prompts[i])}.glb")
     grid = image_grid(rows)
     grid.save(folder / "grid.png")
     (folder / "prompts.txt").write_text("\n".join(prompts) + "\n")
