@@ -85,15 +85,18 @@ class TorchRasterizer:
 
     Args:
         max_pairs: bound on (triangle, pixel) pairs tested at once; bounds memory.
-        edge_sigma: softness, in pixels, of the silhouette coverage in `antialias`.
-        edge_radius: how far, in pixels, the soft silhouette reaches beyond covered pixels.
+        edge_width: width, in pixels, of the coverage ramp that `antialias` puts outside
+            silhouettes (at most `edge_radius`).
+        edge_radius: how far, in pixels, `antialias` looks for a covered neighbour.
     """
 
     name = "torch"
 
-    def __init__(self, max_pairs: int = 1 << 22, edge_sigma: float = 0.3, edge_radius: int = 1):
+    def __init__(self, max_pairs: int = 1 << 22, edge_width: float = 1.0, edge_radius: int = 1):
+        if not 0 < edge_width <= edge_radius:
+            raise ValueError(f"edge_width must be in (0, edge_radius={edge_radius}], got {edge_width}")
         self.max_pairs = max_pairs
-        self.edge_sigma = edge_sigma
+        self.edge_width = edge_width
         self.edge_radius = edge_radius
 
     def rasterize(self, pos: torch.Tensor, tri: torch.Tensor, resolution: tuple[int, int]) -> torch.Tensor:
@@ -190,10 +193,13 @@ class TorchRasterizer:
         return out.index_put((covered,), values)
 
     def antialias(self, color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: torch.Tensor) -> torch.Tensor:
-        """Soft silhouettes: an empty pixel within `edge_radius` of a covered one takes a share
-        `sigmoid(-d / edge_sigma)` of its nearest covered neighbour's color, d being the screen
-        distance from its center to that neighbour's triangle. Gradients reach `pos` through d.
-        Occlusion edges between two surfaces are left hard.
+        """Soft silhouettes: an empty pixel next to a covered one takes a share
+        `1 - d / edge_width` (clamped to [0, 1]) of its nearest covered neighbour's color, d being
+        the screen distance from its center to that neighbour's triangle. Gradients reach `pos`
+        through d. The ramp's slope integrates to one pixel of coverage per pixel an edge moves,
+        so silhouette gradients match finite differences of the image, as nvdiffrast's analytic
+        antialias does (a sigmoid of d would give about half); the price is silhouettes drawn
+        about half a pixel wide. Occlusion edges between two surfaces are left hard.
         """
         batch, height, width, _ = rast.shape
         r = self.edge_radius
@@ -222,7 +228,7 @@ class TorchRasterizer:
         dist = d_full.gather(1, best.unsqueeze(1)).squeeze(1)
         src_y = (iy + offsets[best, 0]).clamp(0, height - 1)
         src_x = (ix + offsets[best, 1]).clamp(0, width - 1)
-        alpha = torch.sigmoid(-dist / self.edge_sigma).unsqueeze(-1).to(color.dtype)
+        alpha = (1 - dist / self.edge_width).clamp(0, 1).unsqueeze(-1).to(color.dtype)
         blended = alpha * color[b, src_y, src_x] + (1 - alpha) * color[b, iy, ix]
         return color.index_put((b, iy, ix), blended)
 
