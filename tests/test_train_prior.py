@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from diffusers import DDIMScheduler
 
 from atom.guidance.shapes_prior import ShapesPriorPipeline
 from atom.render.cameras import sample_cameras
@@ -93,6 +94,28 @@ def test_pipeline_samples_images_deterministically(run):
     assert len(pil) == 2 and pil[0].size == (16, 16)
     with pytest.raises(ValueError, match="cameras"):
         sample(0, cameras=cams[:1])
+
+
+def test_sampling_starts_from_the_training_data_mean(run):
+    """The saved data_mean is the renders' mean in [-1, 1], and the first UNet input is noise
+    around sqrt(abar) * data_mean (the signal the first timestep still holds), not around 0."""
+    out = run["out"]
+    renders = torch.load(run["renders"])["images"].float() / 127.5 - 1
+    pipe = ShapesPriorPipeline.from_pretrained(out / "pipeline")
+    assert pipe.config.data_mean == pytest.approx(renders.mean().item(), abs=1e-3)
+    assert pipe.config.data_mean > 0.3  # white backgrounds
+
+    pipe.register_to_config(data_mean=50.0)  # large, so that a start around it is unmistakable
+    inputs = []
+    hook = pipe.unet.register_forward_pre_hook(lambda module, args: inputs.append(args[0].clone()))
+    try:
+        pipe(["a red cube"] * 4, num_inference_steps=2, generator=torch.Generator().manual_seed(0), progress=False)
+    finally:
+        hook.remove()
+    sampler = DDIMScheduler.from_config(pipe.scheduler.config)
+    sampler.set_timesteps(2)
+    abar = sampler.alphas_cumprod[sampler.timesteps[0]]
+    assert inputs[0].mean().item() == pytest.approx(abar.sqrt().item() * 50.0, abs=0.1)
 
 
 def test_resume_continues_from_the_latest_checkpoint(run):

@@ -176,7 +176,8 @@ def main(argv: list[str] | None = None) -> None:
     if accelerator.is_main_process:
         final = accelerator.unwrap_model(unet)
         ema.copy_to(final.parameters())
-        pipeline = ShapesPriorPipeline(unet=final, scheduler=scheduler)
+        data_mean = round(renders.images.float().mean().item() / 127.5 - 1, 4)  # in [-1, 1]
+        pipeline = ShapesPriorPipeline(unet=final, scheduler=scheduler, data_mean=data_mean)
         pipeline.save_pretrained(out_dir / "pipeline")
         summary = {"steps": step, "wall_seconds": round(clock.seconds, 1), "smoothed_loss": running,
                    "num_processes": accelerator.num_processes, "threads": torch.get_num_threads(),

