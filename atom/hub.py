@@ -233,7 +233,7 @@ def render_model_card(card_data: Mapping[str, Any]) -> str:
     return text
 
 
-def _pipeline_architecture(pipe) -> dict[str, str]:
+def pipeline_architecture(pipe) -> dict[str, str]:
     """component -> a one-line description with parameter counts, from the pipeline itself."""
     from .pipeline import DEFAULT_TEXT_ENCODER
 
@@ -279,7 +279,7 @@ def prepare_hub_folder(pipe, folder: str | Path, card_data: Mapping[str, Any]) -
     folder = Path(folder)
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise ValueError(f"folder {str(folder)!r} must be new or an empty folder, so that nothing stale is uploaded")
-    card_data = {"architecture": _pipeline_architecture(pipe), **card_data}
+    card_data = {"architecture": pipeline_architecture(pipe), **card_data}
     card = render_model_card(card_data)  # before saving: bad card data fails fast
     folder.mkdir(parents=True, exist_ok=True)
     pipe.save_pretrained(folder, include_text_encoder=True)

@@ -229,6 +229,37 @@ def test_finetune_from_saved_pipeline_on_prompt_files(two_process_run, prior_tea
         train_atom.main([*base, "--prompts", str(tmp_path / "missing.txt"), "--output_dir", str(tmp_path / "x")])
 
 
+def test_model_card_of_a_run_in_two_stages_then_with_metrics(prior_teacher, tmp_path):
+    """Stage 1, then stage 2 from its folder: the saved README.md card names the teacher, the
+    Shapes64 seen / held-out prompts, both stages' times and both commands; evaluate.py
+    --write_card adds the ground-truth metrics."""
+    base = ["--config", str(CONFIG), "--teacher", str(prior_teacher), "--prompts", "shapes64-seen",
+            "--max_train_steps", "1", "--validation_steps", "1000"]
+    stage1, stage2 = tmp_path / "s1", tmp_path / "s2"
+    train_atom.main([*base, "--stage", "1", "--output_dir", str(stage1)])
+    train_atom.main([*base, "--stage", "2", "--init_from", str(stage1 / "pipeline"), "--output_dir", str(stage2)])
+    folder = stage2 / "pipeline"
+    summary = json.loads((folder / "training_summary.json").read_text())
+    assert summary["stage_seconds"]["1"] == 0 and summary["earlier_stage_seconds"]["1"] > 0
+    card = (folder / "README.md").read_text()
+    assert "library_name: diffusers" in card and "pipeline_tag: text-to-3d" in card
+    assert f"`{prior_teacher}`" in card
+    assert "| stage 1 |" in card and "| stage 2 |" in card
+    assert card.count("train_atom.py") == 2 and "--stage 1" in card and "--stage 2" in card
+    assert "Seen in training** (56 prompts)" in card and "Held out, never seen in training** (8 prompts)" in card
+    assert "## Evaluation" not in card
+
+    evaluate = load_train_script("evaluate")
+    prompts = tmp_path / "eval.txt"
+    prompts.write_text("a red cube\na red sphere\n")
+    evaluate.main(["--model", str(folder), "--prompts", str(prompts), "--write_card", "--no_progress", "--num_samples", "500"])
+    card = (folder / "README.md").read_text()
+    assert "## Evaluation" in card and "| held_out |" in card and "| seen |" in card
+    assert "| stage 1 |" in card  # the training facts stay
+    with pytest.raises(ValueError, match="write_card needs a local folder"):
+        evaluate.main(["--model", str(tmp_path), "--prompts", str(prompts), "--write_card"])
+
+
 def test_stage2_step_without_any_visible_mesh(prior_teacher, tmp_path):
     """A step whose meshes are all empty (the SDF never crosses zero) logs them and goes on
     (it used to fail in backward: the loss had no path back to the model)."""

@@ -1,7 +1,7 @@
 """Ground-truth metrics of an AToM pipeline on a prompt set (the Shapes world's R-precision).
 
     python train/evaluate.py --model pretrained/atom-shapes64 --prompts shapes64 \
-        --json runs/eval/atom.json --grid runs/eval/atom.png [--resolution 64] [--views 4]
+        --json runs/eval/atom.json --grid runs/eval/atom.png [--resolution 64] [--views 4] [--write_card]
 
 For every prompt: parse it to (shape, color) with `atom.data.parse_prompt`, generate its mesh
 (batched), and score it with `atom.data.evaluate_mesh` (Chamfer distance and volume IoU to the
@@ -38,6 +38,7 @@ from PIL import Image, ImageDraw, ImageFont
 from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from card import SUMMARY_FILE, write_card
 from prompt_sets import load_prompts
 
 from atom.data import HELD_OUT, SEEN, evaluate_mesh, parse_prompt, summarize
@@ -383,6 +384,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", help="torch device for the pipeline")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (1 is much faster when another job shares a 2-core machine)")
+    parser.add_argument("--write_card", action="store_true",
+                        help="(re)write the model folder's README.md card with these metrics (train/card.py)")
     parser.add_argument("--no_progress", action="store_true", help="hide progress bars")
     return parser.parse_args(argv)
 
@@ -392,6 +395,8 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.views < 1:
         raise ValueError(f"--views must be >= 1, got {args.views}")
+    if args.write_card and not (Path(args.model) / SUMMARY_FILE).is_file():
+        raise ValueError(f"--write_card needs a local folder that train_atom.py saved ({args.model}/{SUMMARY_FILE} is missing)")
     if args.threads:
         torch.set_num_threads(args.threads)
     from atom.pipeline import AToMPipeline
@@ -415,6 +420,8 @@ def main(argv: list[str] | None = None) -> dict:
         path = write_json(result, args.json, {"model": args.model, "prompt_set": args.prompts,
                                               "card_metrics": card_metrics(result)})
         print(f"json: {path}")
+    if args.write_card:
+        print(f"card: {write_card(args.model, card_metrics(result), METRICS_DESCRIPTION, pipe, repo_id=args.model)}")
     return result
 
 

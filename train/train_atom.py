@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import random
+import shlex
 import sys
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -46,7 +47,8 @@ from common import (  # noqa: E402
     step_generator,
     use_cpu_backend,
 )
-from prompt_sets import load_prompts  # noqa: E402
+from card import card_data, write_card  # noqa: E402
+from prompt_sets import NAMED_SETS, load_prompts  # noqa: E402
 from validation import save_validation  # noqa: E402
 
 from atom.data import view_word  # noqa: E402
@@ -318,25 +320,45 @@ def main(argv: list[str] | None = None) -> None:
     if accelerator.is_main_process:
         summary = {"steps": step, "wall_seconds": round(clock.seconds, 1),
                    "stage_seconds": {k: round(v, 1) for k, v in stage_seconds.items()},
-                   "num_processes": accelerator.num_processes, "prompts": len(prompts), "teacher": cfg.teacher}
+                   "num_processes": accelerator.num_processes, "prompts": len(prompts), "teacher": cfg.teacher,
+                   **card_facts(cfg, sys.argv[1:] if argv is None else argv, prompts, step, accelerator)}
         final = out_dir / "pipeline"
         pipe.save_pretrained(final, include_text_encoder=cfg.save_text_encoder)
         (final / "training_summary.json").write_text(json.dumps(summary, indent=2))
+        write_card(final, pipe=pipe, repo_id=cfg.hub_model_id)
         append_log(out_dir, {"event": "end", **summary})
         logger.info("saved %s: %s", final, summary)
         if cfg.push_to_hub:
             if not cfg.hub_model_id:
                 raise ValueError("--push_to_hub needs --hub_model_id user/name")
-            card = {
-                "base_model": cfg.teacher,
-                "train_prompts": prompts,
-                "training_time": {f"stage {k}": v for k, v in summary["stage_seconds"].items() if v > 0},
-                "training_command": " ".join(sys.argv),
-                "hardware": f"{accelerator.num_processes} process(es) on {accelerator.device.type}",
-            }
+            card = card_data(final, repo_id=cfg.hub_model_id)  # push_to_hub adds the architecture
             url = pipe.push_to_hub(cfg.hub_model_id, card_data=card, private=cfg.hub_private)
             logger.info("pushed to %s", url)
     accelerator.end_training()
+
+
+def card_facts(cfg: AtomConfig, argv: list[str], prompts: list[str], steps: int, accelerator: Accelerator) -> dict:
+    """What the model card says about the run (kept in training_summary.json). A run that
+    starts from a folder train_atom.py saved (`--stage 2 --init_from runs/s1/pipeline`) also
+    carries that run's command and the time of the stages it trained and this run did not."""
+    named = cfg.prompts if isinstance(cfg.prompts, str) and cfg.prompts in NAMED_SETS else None
+    stages = {0: "stage 1 then 2", 1: "stage 1 only", 2: "stage 2 only"}[cfg.stage]
+    command = f"accelerate launch train/{Path(__file__).name} {shlex.join(argv)}"
+    earlier = Path(cfg.init_from or "") / "training_summary.json"
+    earlier = json.loads(earlier.read_text()) if cfg.init_from and earlier.is_file() else {}
+    return {
+        "prompt_set": named,
+        "train_prompts": prompts,
+        # AToM never sees Shapes64's held-out prompts: the card lists them when it trained on the rest.
+        "heldout_prompts": load_prompts("shapes64-held-out") if named == "shapes64-seen" else None,
+        "training_command": "\n".join(filter(None, [earlier.get("training_command"), command])),
+        "hardware": "; ".join(filter(None, [earlier.get("hardware"), (
+            f"{accelerator.num_processes} process(es) on {accelerator.device.type}, "
+            f"{torch.get_num_threads()} thread(s) each, {steps} steps ({stages}), "
+            f"{cfg.prompts_per_step} prompts x {cfg.views_per_prompt} view(s) per step")])),
+        "earlier_stage_seconds": {k: v for k, v in earlier.get("stage_seconds", {}).items()
+                                  if v > 0 and (cfg.stage not in (0, int(k)))},
+    }
 
 
 def _has_tensorboard() -> bool:
