@@ -183,3 +183,39 @@ def test_evaluate_prior_cli_on_a_tiny_prior(classifier, tmp_path):
     assert set(data["splits"]) == {"seen", "held_out"} and data["splits"]["held_out"]["count"] == 8
     assert (out / "samples.png").is_file() and (out / "samples-detail.png").is_file()
     assert [r["prompt"] for r in data["per_prompt"]] == [r.prompt for r in SHAPES64]
+
+
+def test_nearest_render_judge_recovers_pairs_and_views():
+    """Renders at known cameras (another light seed), clean and with grain: the judge names
+    every shape and color, and the cube / pyramid azimuth modulo 90; a wrong pair loses."""
+    shape_index = torch.arange(len(SHAPES)).repeat(2)
+    color_index = torch.roll(shape_index, 3)
+    cameras = sample_cameras(len(shape_index), generator=torch.Generator().manual_seed(7))
+    clean = ep.render_gt(shape_index, color_index, cameras, 16, seed=123).float() / 255
+    grainy = (clean + 0.1 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    for images in (clean, grainy):
+        pred = ep.nearest_render_judge(images, cameras, shape_index, color_index, 16)
+        assert pred["shape"].tolist() == shape_index.tolist() and pred["color"].tolist() == color_index.tolist()
+        v = ep.score_predictions(pred, shape_index, color_index, cameras)
+        # 3 of 4 (chance: 1 in 4): a cube seen nearly edge-on (azimuth 41, elevation 1) under a light
+        # jittered 30 deg off the camera reads 17 deg off at 16 px; the judge lights from the camera.
+        assert v["view_checked"].sum() == 4 and v["view_correct"][v["view_checked"]].sum() >= 3
+    # Judged against the pair it is not: shape wrong.
+    swapped = torch.roll(shape_index, 1)
+    pred = ep.nearest_render_judge(clean, cameras, swapped, color_index, 16)
+    assert (pred["shape"] != swapped).all()
+
+
+def test_evaluate_prior_rescores_saved_samples_with_the_nearest_judge(classifier, tmp_path):
+    """--samples reuses an earlier run's samples.pt (no sampling); --judge nearest needs no classifier."""
+    out = classifier[0]
+    if not (out / "samples.pt").is_file():
+        pytest.skip("needs the samples of test_evaluate_prior_cli_on_a_tiny_prior")
+    from atom.guidance.shapes_prior import ShapesPriorPipeline, build_prior_scheduler, build_prior_unet
+
+    ShapesPriorPipeline(unet=build_prior_unet("tiny"), scheduler=build_prior_scheduler()).save_pretrained(tmp_path / "prior")
+    result = ep.main(["--model", str(tmp_path / "prior"), "--output_dir", str(tmp_path / "eval"), "--samples",
+                      str(out / "samples.pt"), "--judge", "nearest", "--no_progress"])
+    assert result["classifier"] is None and result["settings"]["judge"] == "nearest"
+    assert result["samples"]["count"] == 64 and result["reference"]["shape_accuracy"] >= 0.9
+    assert not (tmp_path / "eval" / "classifier").exists() and not (tmp_path / "eval" / "samples.pt").exists()

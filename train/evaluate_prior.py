@@ -125,6 +125,50 @@ def render_gt(shape_index: torch.Tensor, color_index: torch.Tensor, cameras: Cam
     return out
 
 
+# ---- the nearest-render judge -------------------------------------------------------------
+
+
+@torch.no_grad()
+def nearest_render_judge(images: torch.Tensor, cameras: Cameras, shape_index: torch.Tensor, color_index: torch.Tensor,
+                         resolution: int, supersample: int = 2, pool: int = 2, view_steps: int = 16,
+                         progress: bool = False) -> dict[str, torch.Tensor]:
+    """Predictions in `classify`'s format by nearest neighbour among ground-truth renders at each
+    image's own camera, lit from the camera (the mean of the data's jittered lights): shape and color of the closest of
+    the 64 (shape, color) renders; for cube and pyramid images, the azimuth of the closest of
+    `view_steps` renders of the requested pair turned by 0 .. 90 deg. Distances are mean squared
+    errors after `pool` x `pool` average pooling, so per-pixel grain counts little. Elevation is
+    not judged (nan)."""
+
+    def distance(candidate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        a = F.avg_pool2d(candidate.float() / 255, pool)
+        b = F.avg_pool2d(target.float(), pool)
+        return (a - b).pow(2).mean((1, 2, 3))
+
+    n = len(images)
+    images = images.float() / 255 if images.dtype == torch.uint8 else images.float()
+    pairs = [(s, c) for s in range(len(SHAPES)) for c in range(len(COLOR_NAMES))]
+    dist = torch.empty(n, len(pairs))
+    for k, (s, c) in enumerate(tqdm(pairs, desc="nearest-render judge", disable=not progress)):
+        renders = render_gt(torch.full((n,), s), torch.full((n,), c), cameras, resolution, supersample, 0.0)
+        dist[:, k] = distance(renders, images)
+    best = dist.argmin(1)
+    pred = {"shape": torch.tensor([pairs[i][0] for i in best.tolist()]),
+            "color": torch.tensor([pairs[i][1] for i in best.tolist()]),
+            "azimuth": torch.full((n,), float("nan")), "elevation": torch.full((n,), float("nan"))}
+    viewed = torch.tensor([AZIMUTH_SYMMETRY[SHAPES[s]] is not None for s in shape_index.tolist()])
+    if viewed.any():
+        idx = viewed.nonzero().flatten()
+        period = 360.0 / VIEW_ORDER
+        offsets = torch.arange(view_steps) * (period / view_steps)
+        view_dist = torch.empty(len(idx), view_steps)
+        for j, offset in enumerate(offsets.tolist()):
+            turned = Cameras(cameras.elevation[idx], cameras.azimuth[idx] + offset, cameras.distance[idx], cameras.fovy[idx])
+            renders = render_gt(shape_index[idx], color_index[idx], turned, resolution, supersample, 0.0)
+            view_dist[:, j] = distance(renders, images[idx])
+        pred["azimuth"][idx] = torch.remainder(cameras.azimuth[idx] + offsets[view_dist.argmin(1)], period).float()
+    return pred
+
+
 # ---- the classifier -----------------------------------------------------------------------
 
 
@@ -172,6 +216,8 @@ class ClassifierConfig:
     learning_rate: float = 2e-3
     seed: int = 0
     renders: str | None = None  # a ShapeRenders file used instead of rendering
+    noise: float = 0.15  # max std of the per-pixel Gaussian noise added in training
+    blotches: float = 0.1  # max amplitude of smooth (4x4, upsampled) color noise added in training
     version: int = CLASSIFIER_VERSION
 
     def cache_key(self) -> str:
@@ -181,9 +227,12 @@ class ClassifierConfig:
         return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def _augment(images: torch.Tensor, view: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def _augment(images: torch.Tensor, view: torch.Tensor, generator: torch.Generator, noise: float = 0.15,
+             blotches: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
     """Horizontal flips (a mirrored cube / pyramid is the view from -a: negate sin 4a), shifts of
-    up to 2 pixels over white, and a little Gaussian noise. Colors are left alone."""
+    up to 2 pixels over white, per-pixel Gaussian noise (std up to `noise`) and smooth color
+    blotches (up to `blotches`): the nuisances of a diffusion sample's background, which the
+    judge must see through to name shape and color."""
     b, _, h, w = images.shape
     flip = torch.rand(b, generator=generator) < 0.5
     images = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
@@ -192,8 +241,11 @@ def _augment(images: torch.Tensor, view: torch.Tensor, generator: torch.Generato
     padded = F.pad(images, (pad,) * 4, value=1.0)
     dx, dy = torch.randint(0, 2 * pad + 1, (2, b), generator=generator)
     images = torch.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(b)])
-    sigma = 0.04 * torch.rand(b, 1, 1, 1, generator=generator)
-    return (images + sigma * torch.randn(images.shape, generator=generator)).clamp(0, 1), view
+    sigma = noise * torch.rand(b, 1, 1, 1, generator=generator)
+    smooth = F.interpolate(torch.randn(b, 3, 4, 4, generator=generator), size=(h, w), mode="bilinear", align_corners=False)
+    amplitude = blotches * torch.rand(b, 1, 1, 1, generator=generator)
+    images = images + sigma * torch.randn(images.shape, generator=generator) + amplitude * smooth
+    return images.clamp(0, 1), view
 
 
 def _targets(renders: ShapeRenders) -> dict[str, torch.Tensor]:
@@ -228,7 +280,7 @@ def train_classifier(train: ShapeRenders, val: ShapeRenders, cfg: ClassifierConf
             for group in optimizer.param_groups:
                 group["lr"] = cfg.learning_rate * 0.5 * (1 + math.cos(math.pi * fraction))
             idx = order[first : first + cfg.batch_size]
-            images, view = _augment(train.images[idx].float() / 255, targets["view"][idx], generator)
+            images, view = _augment(train.images[idx].float() / 255, targets["view"][idx], generator, cfg.noise, cfg.blotches)
             out = model(images)
             has_view, has_el = targets["has_view"][idx], targets["has_elevation"][idx]
             loss = F.cross_entropy(out["shape"], targets["shape"][idx]) + F.cross_entropy(out["color"], targets["color"][idx])
@@ -412,6 +464,20 @@ def sample_prior(pipe, samples_per_prompt: int = 8, guidance_scale: float = 3.0,
     return SampleSet(torch.cat(images), prompt_index, cameras, prompts)
 
 
+def save_samples(samples: SampleSet, path: Path) -> None:
+    cameras = samples.cameras
+    torch.save({"images": (samples.images * 255).round().to(torch.uint8), "prompt_index": samples.prompt_index,
+                "cameras": torch.stack([cameras.elevation, cameras.azimuth, cameras.distance, cameras.fovy], 1),
+                "prompts": samples.prompts}, path)
+
+
+def load_samples(path: str | Path) -> SampleSet:
+    """The SampleSet `save_samples` wrote (images back to float in [0, 1], to 1/255)."""
+    data = torch.load(path)
+    cams = data["cameras"].float()
+    return SampleSet(data["images"].float() / 255, data["prompt_index"], Cameras(*cams.unbind(1)), data["prompts"])
+
+
 # ---- report -------------------------------------------------------------------------------
 
 
@@ -438,13 +504,17 @@ def per_prompt(verdicts: dict[str, torch.Tensor], pred: dict[str, torch.Tensor],
 
 def format_report(result: dict, worst: int = 12) -> str:
     lines = []
-    val = result["classifier"]["validation"]
-    lines.append(f"classifier on held-out GT renders ({val['val_images']} images, {val['train_steps']} steps / "
-                 f"{val['train_epochs']} epochs in {val['train_seconds']} s on {val['train_images']} renders):")
-    lines.append(f"  shape {_pct(val['shape_accuracy'])}  color {_pct(val['color_accuracy'])}  "
-                 f"view {_pct(val['view_accuracy'])} (cube+pyramid, {val['view_count']} images; azimuth error "
-                 f"median {_deg(val['view_error_median'])} deg, p90 {_deg(val['view_error_p90'])} deg mod 90)  "
-                 f"elevation error median {_deg(val['elevation_error_median'])} deg")
+    if result["classifier"] is None:
+        lines.append("judge: nearest ground-truth render at each sample's camera (64 (shape, color) pairs; cube / pyramid "
+                     "azimuth from 16 turned renders), distances after 2x2 average pooling")
+    else:
+        val = result["classifier"]["validation"]
+        lines.append(f"judge: classifier; on held-out GT renders ({val['val_images']} images, {val['train_steps']} steps / "
+                     f"{val['train_epochs']} epochs in {val['train_seconds']} s on {val['train_images']} renders):")
+        lines.append(f"  shape {_pct(val['shape_accuracy'])}  color {_pct(val['color_accuracy'])}  "
+                     f"view {_pct(val['view_accuracy'])} (cube+pyramid, {val['view_count']} images; azimuth error "
+                     f"median {_deg(val['view_error_median'])} deg, p90 {_deg(val['view_error_p90'])} deg mod 90)  "
+                     f"elevation error median {_deg(val['elevation_error_median'])} deg")
     tol = result["settings"]["view_tolerance"]
     lines.append("")
     lines.append(f"view accuracy: cube and pyramid only (the other six shapes are solids of revolution: no azimuth to "
@@ -481,7 +551,7 @@ def format_report(result: dict, worst: int = 12) -> str:
         value = s[key]
         verdict = "PASS" if value is not None and value >= threshold else "FAIL"
         lines.append(f"{key:<15} {_pct(value)}  (>= {100 * threshold:.0f}%)  {verdict}")
-    lines.append(f"acceptance: {'PASS' if result['passed'] else 'FAIL'} (prior samples; the GT row above is the classifier's ceiling)")
+    lines.append(f"acceptance: {'PASS' if result['passed'] else 'FAIL'} (prior samples; the GT row above is the judge's ceiling)")
     return "\n".join(lines)
 
 
@@ -569,11 +639,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="append the camera's view word to each prompt ('a red cube, side view'), as AToM's SDS does")
     parser.add_argument("--view_tolerance", type=float, default=45.0,
                         help="full-circle azimuth tolerance in degrees (scaled by the shape's symmetry order)")
+    parser.add_argument("--judge", choices=("classifier", "nearest"), default="classifier",
+                        help="classifier: a CNN trained on GT renders; nearest: the closest GT render at the sample's camera")
     parser.add_argument("--classifier_views", type=int, default=64, help="GT renders per (shape, color) pair for training")
     parser.add_argument("--classifier_val_views", type=int, default=16, help="held-out GT renders per pair")
     parser.add_argument("--classifier_seconds", type=float, default=120.0, help="training time budget")
     parser.add_argument("--classifier_epochs", type=int, default=30, help="training epoch budget")
+    parser.add_argument("--classifier_noise", type=float, default=0.15,
+                        help="max std of the pixel noise the classifier is trained with (0.04 before 2026-11-28)")
+    parser.add_argument("--classifier_blotches", type=float, default=0.1,
+                        help="max amplitude of the smooth color noise the classifier is trained with (0 before)")
     parser.add_argument("--renders", default=None, help="train the classifier on this ShapeRenders file instead of rendering")
+    parser.add_argument("--samples", default=None,
+                        help="score the samples saved in this samples.pt (from an earlier run) instead of sampling")
     parser.add_argument("--retrain", action="store_true", help="ignore the cached classifier")
     parser.add_argument("--json", default=None, help="default <output_dir>/prior_eval.json")
     parser.add_argument("--grid", default=None, help="default <output_dir>/samples.png (+ samples-detail.png)")
@@ -603,33 +681,43 @@ def main(argv: list[str] | None = None) -> dict:
 
     cfg = ClassifierConfig(resolution=resolution, views_per_pair=args.classifier_views,
                            val_views_per_pair=args.classifier_val_views, max_seconds=args.classifier_seconds,
-                           max_epochs=args.classifier_epochs, seed=args.seed, renders=args.renders)
-    tic = time.perf_counter()
-    classifier, info = load_or_train_classifier(cfg, out_dir / "classifier", args.retrain, progress)
-    timings["classifier"] = time.perf_counter() - tic
+                           max_epochs=args.classifier_epochs, seed=args.seed, renders=args.renders,
+                           noise=args.classifier_noise, blotches=args.classifier_blotches)
+    classifier, info = None, None
+    if args.judge == "classifier":
+        tic = time.perf_counter()
+        classifier, info = load_or_train_classifier(cfg, out_dir / "classifier", args.retrain, progress)
+        timings["classifier"] = time.perf_counter() - tic
 
     tic = time.perf_counter()
-    samples = sample_prior(pipe, args.samples_per_prompt, args.guidance_scale, args.steps, args.batch_size,
-                           args.seed, args.view_words, progress)
+    if args.samples:
+        samples = load_samples(args.samples)
+    else:
+        samples = sample_prior(pipe, args.samples_per_prompt, args.guidance_scale, args.steps, args.batch_size,
+                               args.seed, args.view_words, progress)
+        save_samples(samples, out_dir / "samples.pt")
     timings["sample"] = time.perf_counter() - tic
-    torch.save({"images": (samples.images * 255).round().to(torch.uint8), "prompt_index": samples.prompt_index,
-                "cameras": torch.stack([samples.cameras.elevation, samples.cameras.azimuth, samples.cameras.distance,
-                                        samples.cameras.fovy], 1), "prompts": samples.prompts}, out_dir / "samples.pt")
 
     tic = time.perf_counter()
     shape_index, color_index = samples.shape_index, samples.color_index
     reference = render_gt(shape_index, color_index, samples.cameras, resolution, cfg.supersample, seed=30_000 + args.seed,
                           progress=progress)
     timings["reference_renders"] = time.perf_counter() - tic
-    pred = classify(classifier, samples.images)
+    tic = time.perf_counter()
+    if classifier is not None:
+        judge = lambda images: classify(classifier, images)  # noqa: E731
+    else:
+        judge = lambda images: nearest_render_judge(images, samples.cameras, shape_index, color_index, resolution,  # noqa: E731
+                                                    cfg.supersample, progress=progress)
+    pred = judge(samples.images)
     verdicts = score_predictions(pred, shape_index, color_index, samples.cameras, args.view_tolerance)
-    ref_verdicts = score_predictions(classify(classifier, reference), shape_index, color_index, samples.cameras,
-                                     args.view_tolerance)
+    ref_verdicts = score_predictions(judge(reference), shape_index, color_index, samples.cameras, args.view_tolerance)
+    timings["judge"] = time.perf_counter() - tic
     summary = aggregate(verdicts)
     result = {
         "model": args.model,
         "settings": {k: getattr(args, k) for k in ("guidance_scale", "steps", "samples_per_prompt", "batch_size", "seed",
-                                                   "view_words", "view_tolerance")} | {"resolution": resolution},
+                                                   "view_words", "view_tolerance", "samples", "judge")} | {"resolution": resolution},
         "acceptance": ACCEPTANCE,
         "passed": all(summary[k] is not None and summary[k] >= v for k, v in ACCEPTANCE.items()),
         "samples": summary,
