@@ -156,7 +156,12 @@ def test_batches_larger_than_batch_size(pipe):
     chunked = pipe(prompts, batch_size=2, progress=False).meshes
     whole = pipe(prompts, batch_size=8).meshes
     assert len(chunked) == len(whole) == 5
-    assert all(same_mesh(a, b) for a, b in zip(chunked, whole))
+    # Equal up to float rounding: with one thread, a prompt alone in its chunk goes through other
+    # matmul kernels than in a batch of five (vertices measured 3e-8 apart).
+    for a, b in zip(chunked, whole):
+        assert np.array_equal(a.faces, b.faces)
+        np.testing.assert_allclose(a.vertices, b.vertices, rtol=0, atol=1e-6)
+        assert np.abs(a.visual.vertex_colors.astype(int) - b.visual.vertex_colors.astype(int)).max() <= 1
 
 
 def test_marching_resolution(pipe):
