@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import trimesh
 
 from atom.data import HELD_OUT, SHAPES, SHAPES64, parse_prompt, shape_mesh
 from atom.data.renders import ShapeRenders
@@ -19,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ev = load_train_script("evaluate")
 ep = load_train_script("evaluate_prior")
 
-RECORD_KEYS = {"prompt", "split", "pair_split", "parsed", "num_vertices", "num_faces", "empty", "generate_seconds",
+RECORD_KEYS = {"prompt", "split", "pair_split", "parsed", "num_vertices", "num_faces", "empty", "genus", "generate_seconds",
                "shape", "color", "chamfer", "volume_iou", "nearest_shape", "mean_albedo", "nearest_color",
                "shape_correct", "color_correct", "correct"}
 
@@ -77,6 +78,12 @@ def test_true_primitives_score_perfectly_and_wrong_meshes_do_not():
     assert summary["mean_chamfer"] < 0.012 and summary["mean_iou"] > 0.95
     assert set(summary["splits"]) == {"held_out", "other"} and summary["splits"]["other"]["count"] == 1
     assert result["records"][-1]["pair_split"] == "seen"  # "a green box" names the seen pair (cube, green)
+
+    genus = {r["shape"]: r["genus"] for r in result["records"]}
+    assert genus["torus"] == 1 and genus["sphere"] == genus["cube"] == genus["snowman"] == 0
+    assert "torus prompts whose mesh has a hole (genus >= 1): 1 of 1" in ev.format_table(result)
+    flat = trimesh.creation.cylinder(radius=0.7, height=0.2)  # a torus-sized disc, no hole
+    assert ev.surface_genus(flat) == 0 and ev.surface_genus(trimesh.Trimesh()) is None
 
     wrong = ev.evaluate(lambda prompt: shape_mesh("cube", "red"), prompts[:4], num_samples=1000, progress=False)
     verdicts = [(r["shape_correct"], r["color_correct"]) for r in wrong["records"]]

@@ -127,13 +127,27 @@ def generate_meshes(
     return meshes, seconds
 
 
+def surface_genus(mesh: trimesh.Trimesh) -> int | None:
+    """Genus of the mesh's largest connected part (1 for a torus with its hole, 0 for a disc
+    without one), or None when that part is not a closed surface or the mesh is empty. The
+    nearest-primitive metric alone calls a flat disc a torus."""
+    if len(mesh.faces) == 0:
+        return None
+    merged = trimesh.Trimesh(mesh.vertices, mesh.faces, process=True)
+    largest = max(merged.split(only_watertight=False), key=lambda part: len(part.faces))
+    if not largest.is_watertight:
+        return None
+    return int(round((2 - largest.euler_number) / 2))
+
+
 def score_mesh(prompt: str, mesh: trimesh.Trimesh, num_samples: int = 10_000, seed: int = 0) -> dict:
     """The record of one prompt: its split, mesh size, and the GT metrics when it parses.
 
     Returns:
         dict with `prompt`, `split`, `pair_split`, `parsed`, `num_vertices`, `num_faces`,
-        `empty`, and (parsed prompts) the fields of `evaluate_mesh`; for a prompt that does
-        not parse, `shape`/`color` and every metric are None.
+        `empty`, `genus` (see `surface_genus`), and (parsed prompts) the fields of
+        `evaluate_mesh`; for a prompt that does not parse, `shape`/`color` and every metric
+        are None.
     """
     parsed = parse_prompt(prompt)
     record = {
@@ -144,6 +158,7 @@ def score_mesh(prompt: str, mesh: trimesh.Trimesh, num_samples: int = 10_000, se
         "num_vertices": len(mesh.vertices),
         "num_faces": len(mesh.faces),
         "empty": bool(len(mesh.faces) == 0),
+        "genus": surface_genus(mesh),
     }
     if parsed is None:
         record.update(dict.fromkeys(("shape", "color", "chamfer", "volume_iou", "nearest_shape", "mean_albedo",
@@ -276,6 +291,10 @@ def format_table(result: dict) -> str:
             )
     if result["unparsed"]:
         lines.append(f"not in the Shapes world (no GT metrics): {', '.join(result['unparsed'])}")
+    tori = [r for r in result["records"] if r["parsed"] and r["shape"] == "torus"]
+    if tori:
+        holes = sum(1 for r in tori if r["genus"] is not None and r["genus"] >= 1)
+        lines.append(f"torus prompts whose mesh has a hole (genus >= 1): {holes} of {len(tori)}")
     empty = sum(r["empty"] for r in result["records"])
     if empty:
         lines.append(f"{empty} empty mesh(es): scored as wrong, Chamfer inf (the mean Chamfer is then inf)")
