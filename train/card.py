@@ -50,6 +50,7 @@ def card_data(
         "training_time": training_time(summary) or None,
         "hardware": summary.get("hardware"),
         "training_command": summary.get("training_command"),
+        "limitations": summary.get("limitations"),  # measured shortcomings, added to the defaults
         "metrics": metrics or None,
         "metrics_description": metrics_description if metrics else None,
     }
