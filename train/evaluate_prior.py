@@ -16,6 +16,9 @@ the requested view?
    `--steps` 50 DDIM steps), in batches of `--batch_size`, seeded.
 3. Every sample is classified; the same classifier also scores fresh ground-truth renders at the
    very same cameras (the reference: what a perfect prior would score).
+   `--judge nearest` replaces the classifier by the closest of the 64 (shape, color) ground-truth
+   renders at each sample's own camera (no training; see `nearest_render_judge`), and
+   `--samples runs/prior-eval/samples.pt` rescores an earlier run's samples without sampling.
 
 Acceptance: color accuracy >= 95 %, shape accuracy >= 85 %, view accuracy >= 70 %.
 
