@@ -200,8 +200,9 @@ def test_nearest_render_judge_recovers_pairs_and_views():
     cameras = sample_cameras(len(shape_index), generator=torch.Generator().manual_seed(7))
     clean = ep.render_gt(shape_index, color_index, cameras, 16, seed=123).float() / 255
     grainy = (clean + 0.1 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    judge = ep.nearest_render_judge(cameras, shape_index, color_index, 16)
     for images in (clean, grainy):
-        pred = ep.nearest_render_judge(images, cameras, shape_index, color_index, 16)
+        pred = judge(images)
         assert pred["shape"].tolist() == shape_index.tolist() and pred["color"].tolist() == color_index.tolist()
         v = ep.score_predictions(pred, shape_index, color_index, cameras)
         # 3 of 4 (chance: 1 in 4): a cube seen nearly edge-on (azimuth 41, elevation 1) under a light
@@ -209,7 +210,7 @@ def test_nearest_render_judge_recovers_pairs_and_views():
         assert v["view_checked"].sum() == 4 and v["view_correct"][v["view_checked"]].sum() >= 3
     # Judged against the pair it is not: shape wrong.
     swapped = torch.roll(shape_index, 1)
-    pred = ep.nearest_render_judge(clean, cameras, swapped, color_index, 16)
+    pred = ep.nearest_render_judge(cameras, swapped, color_index, 16)(clean)
     assert (pred["shape"] != swapped).all()
 
 

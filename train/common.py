@@ -146,8 +146,6 @@ def use_cpu_backend() -> bool:
     accelerator. accelerate picks its multi-CPU mode (gloo) only when told to use the CPU;
     otherwise each process trains alone, believing itself the only one, and all of them write
     the same checkpoints."""
-    import torch
-
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available()
 
 

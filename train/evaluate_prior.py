@@ -45,6 +45,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -132,44 +133,51 @@ def render_gt(shape_index: torch.Tensor, color_index: torch.Tensor, cameras: Cam
 
 
 @torch.no_grad()
-def nearest_render_judge(images: torch.Tensor, cameras: Cameras, shape_index: torch.Tensor, color_index: torch.Tensor,
-                         resolution: int, supersample: int = 2, pool: int = 2, view_steps: int = 16,
-                         progress: bool = False) -> dict[str, torch.Tensor]:
-    """Predictions in `classify`'s format by nearest neighbour among ground-truth renders at each
-    image's own camera, lit from the camera (the mean of the data's jittered lights): shape and color of the closest of
-    the 64 (shape, color) renders; for cube and pyramid images, the azimuth of the closest of
-    `view_steps` renders of the requested pair turned by 0 .. 90 deg. Distances are mean squared
-    errors after `pool` x `pool` average pooling, so per-pixel grain counts little. Elevation is
-    not judged (nan)."""
+def nearest_render_judge(cameras: Cameras, shape_index: torch.Tensor, color_index: torch.Tensor, resolution: int,
+                         supersample: int = 2, pool: int = 2, view_steps: int = 16,
+                         progress: bool = False) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
+    """A judge of images taken at `cameras` that were asked for (`shape_index`, `color_index`):
+    it returns predictions in `classify`'s format by nearest neighbour among ground-truth renders
+    at each image's own camera, lit from the camera (the mean of the data's jittered lights):
+    shape and color of the closest of the 64 (shape, color) renders; for cube and pyramid images,
+    the azimuth of the closest of `view_steps` renders of the requested pair turned by 0 .. 90 deg.
+    Distances are mean squared errors after `pool` x `pool` average pooling, so per-pixel grain
+    counts little. Elevation is not judged (nan). The renders are made once, here, so that the
+    judge can score several image sets at the same cameras (samples and references)."""
 
-    def distance(candidate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        a = F.avg_pool2d(candidate.float() / 255, pool)
-        b = F.avg_pool2d(target.float(), pool)
-        return (a - b).pow(2).mean((1, 2, 3))
+    def pooled(images: torch.Tensor) -> torch.Tensor:
+        images = images.float() / 255 if images.dtype == torch.uint8 else images.float()
+        return F.avg_pool2d(images, pool)
 
-    n = len(images)
-    images = images.float() / 255 if images.dtype == torch.uint8 else images.float()
+    n = len(cameras)
     pairs = [(s, c) for s in range(len(SHAPES)) for c in range(len(COLOR_NAMES))]
-    dist = torch.empty(n, len(pairs))
-    for k, (s, c) in enumerate(tqdm(pairs, desc="nearest-render judge", disable=not progress)):
-        renders = render_gt(torch.full((n,), s), torch.full((n,), c), cameras, resolution, supersample, 0.0)
-        dist[:, k] = distance(renders, images)
-    best = dist.argmin(1)
-    pred = {"shape": torch.tensor([pairs[i][0] for i in best.tolist()]),
-            "color": torch.tensor([pairs[i][1] for i in best.tolist()]),
-            "azimuth": torch.full((n,), float("nan")), "elevation": torch.full((n,), float("nan"))}
+    candidates = torch.stack([
+        pooled(render_gt(torch.full((n,), s), torch.full((n,), c), cameras, resolution, supersample, 0.0))
+        for s, c in tqdm(pairs, desc="nearest-render judge", disable=not progress)
+    ], 1)  # (n, 64, 3, h, w)
     viewed = torch.tensor([AZIMUTH_SYMMETRY[SHAPES[s]] is not None for s in shape_index.tolist()])
-    if viewed.any():
-        idx = viewed.nonzero().flatten()
-        period = 360.0 / VIEW_ORDER
-        offsets = torch.arange(view_steps) * (period / view_steps)
-        view_dist = torch.empty(len(idx), view_steps)
-        for j, offset in enumerate(offsets.tolist()):
-            turned = Cameras(cameras.elevation[idx], cameras.azimuth[idx] + offset, cameras.distance[idx], cameras.fovy[idx])
-            renders = render_gt(shape_index[idx], color_index[idx], turned, resolution, supersample, 0.0)
-            view_dist[:, j] = distance(renders, images[idx])
-        pred["azimuth"][idx] = torch.remainder(cameras.azimuth[idx] + offsets[view_dist.argmin(1)], period).float()
-    return pred
+    idx = viewed.nonzero().flatten()
+    period = 360.0 / VIEW_ORDER
+    offsets = torch.arange(view_steps) * (period / view_steps)
+    turned = torch.stack([
+        pooled(render_gt(shape_index[idx], color_index[idx], Cameras(cameras.elevation[idx], cameras.azimuth[idx] + offset,
+                                                                     cameras.distance[idx], cameras.fovy[idx]),
+                         resolution, supersample, 0.0))
+        for offset in offsets.tolist()
+    ], 1) if len(idx) else None  # (m, view_steps, 3, h, w)
+
+    def judge(images: torch.Tensor) -> dict[str, torch.Tensor]:
+        target = pooled(images).unsqueeze(1)
+        best = (candidates - target).pow(2).mean((2, 3, 4)).argmin(1)
+        pred = {"shape": torch.tensor([pairs[i][0] for i in best.tolist()]),
+                "color": torch.tensor([pairs[i][1] for i in best.tolist()]),
+                "azimuth": torch.full((n,), float("nan")), "elevation": torch.full((n,), float("nan"))}
+        if turned is not None:
+            nearest = (turned - target[idx]).pow(2).mean((2, 3, 4)).argmin(1)
+            pred["azimuth"][idx] = torch.remainder(cameras.azimuth[idx] + offsets[nearest], period).float()
+        return pred
+
+    return judge
 
 
 # ---- the classifier -----------------------------------------------------------------------
@@ -710,8 +718,8 @@ def main(argv: list[str] | None = None) -> dict:
     if classifier is not None:
         judge = lambda images: classify(classifier, images)  # noqa: E731
     else:
-        judge = lambda images: nearest_render_judge(images, samples.cameras, shape_index, color_index, resolution,  # noqa: E731
-                                                    cfg.supersample, progress=progress)
+        judge = nearest_render_judge(samples.cameras, shape_index, color_index, resolution, cfg.supersample,
+                                     progress=progress)
     pred = judge(samples.images)
     verdicts = score_predictions(pred, shape_index, color_index, samples.cameras, args.view_tolerance)
     ref_verdicts = score_predictions(judge(reference), shape_index, color_index, samples.cameras, args.view_tolerance)

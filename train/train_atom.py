@@ -47,7 +47,7 @@ from common import (  # noqa: E402
     step_generator,
     use_cpu_backend,
 )
-from card import card_data, write_card  # noqa: E402
+from card import SUMMARY_FILE, card_data, write_card  # noqa: E402
 from prompt_sets import NAMED_SETS, load_prompts  # noqa: E402
 from validation import save_validation  # noqa: E402
 
@@ -324,7 +324,7 @@ def main(argv: list[str] | None = None) -> None:
                    **card_facts(cfg, sys.argv[1:] if argv is None else argv, prompts, step, accelerator)}
         final = out_dir / "pipeline"
         pipe.save_pretrained(final, include_text_encoder=cfg.save_text_encoder)
-        (final / "training_summary.json").write_text(json.dumps(summary, indent=2))
+        (final / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
         write_card(final, pipe=pipe, repo_id=cfg.hub_model_id)
         append_log(out_dir, {"event": "end", **summary})
         logger.info("saved %s: %s", final, summary)
@@ -344,8 +344,8 @@ def card_facts(cfg: AtomConfig, argv: list[str], prompts: list[str], steps: int,
     named = cfg.prompts if isinstance(cfg.prompts, str) and cfg.prompts in NAMED_SETS else None
     stages = {0: "stage 1 then 2", 1: "stage 1 only", 2: "stage 2 only"}[cfg.stage]
     command = f"accelerate launch train/{Path(__file__).name} {shlex.join(argv)}"
-    earlier = Path(cfg.init_from or "") / "training_summary.json"
-    earlier = json.loads(earlier.read_text()) if cfg.init_from and earlier.is_file() else {}
+    earlier_file = Path(cfg.init_from or "") / SUMMARY_FILE
+    earlier = json.loads(earlier_file.read_text()) if cfg.init_from and earlier_file.is_file() else {}
     return {
         "prompt_set": named,
         "train_prompts": prompts,

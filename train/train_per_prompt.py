@@ -27,6 +27,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import evaluate as evaluation  # noqa: E402
 import train_atom  # noqa: E402
+from card import SUMMARY_FILE  # noqa: E402
 from prompt_sets import load_prompts  # noqa: E402
 
 from atom.__main__ import slugify  # noqa: E402
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
     runs = []
     for i, prompt in enumerate(prompts):
         run_dir = out_dir / slugify(prompt)
-        summary_file = run_dir / "pipeline" / "training_summary.json"
+        summary_file = run_dir / "pipeline" / SUMMARY_FILE
         if args.resume and summary_file.is_file():
             logger.info("[%d/%d] %s: done already, skipped", i + 1, len(prompts), prompt)
         else:
@@ -92,11 +93,12 @@ def main(argv: list[str] | None = None) -> dict:
             train_atom.main(run_argv(args, cfg, prompt, run_dir, passthrough))
         runs.append({"prompt": prompt, "pipeline": str(run_dir / "pipeline"), **json.loads(summary_file.read_text())})
 
+    total = sum(r["wall_seconds"] for r in runs)
     result = {
         "prompts": len(runs),
         "steps_per_prompt": runs[0]["steps"],
-        "total_wall_seconds": round(sum(r["wall_seconds"] for r in runs), 1),
-        "mean_wall_seconds_per_prompt": round(sum(r["wall_seconds"] for r in runs) / len(runs), 1),
+        "total_wall_seconds": round(total, 1),
+        "mean_wall_seconds_per_prompt": round(total / len(runs), 1),
         "runs": runs,
     }
     if args.evaluate:
