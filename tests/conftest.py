@@ -19,7 +19,7 @@ import pytest
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
-from atom.guidance.shapes_prior import ShapesPriorPipeline, build_prior_scheduler, build_prior_unet
+from atom.guidance.shapes_prior import ShapesPriorPipeline, build_prior_scheduler, build_prior_unet, camera_features
 
 TINY_WORDS = [
     "a", "an", "red", "blue", "green", "pink", "orange", "cube", "sphere", "cone", "snowman", "ball", "on", "hill",
@@ -164,7 +164,7 @@ def black_teacher(tmp_path_factory) -> Path:
     gen = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
     unet = build_prior_unet("tiny")
-    scheduler = build_prior_scheduler()
+    scheduler = build_prior_scheduler("epsilon", zero_terminal_snr=False)  # the target below is epsilon
     abar_all = scheduler.alphas_cumprod.float()
     prompts = ["a red cube", "a blue sphere", "a green cone", "a red cube, side view", "a red cube, front view"]
     embeds, mask = encode_prompts(*load_text_encoder(), prompts, TEXT_MAX_LENGTH)
@@ -186,7 +186,7 @@ def black_teacher(tmp_path_factory) -> Path:
         pick = torch.randint(len(embeds), (batch,), generator=gen)
         cams = sample_cameras(batch, generator=gen)
         pred = unet(x_t, t, encoder_hidden_states=embeds[pick], encoder_attention_mask=mask[pick].float(),
-                    class_labels=cams.conditioning()).sample
+                    class_labels=camera_features(unet, cams)).sample
         loss = torch.nn.functional.mse_loss(pred, target)
         opt.zero_grad()
         loss.backward()

@@ -39,6 +39,28 @@ def model_input(teacher: DiffusionTeacher, batch: int, seed: int = 0) -> torch.T
     return torch.randn(batch, channels, size, size, generator=torch.Generator().manual_seed(seed))
 
 
+def as_noise(teacher: DiffusionTeacher, out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """The UNet's raw output as epsilon, written out from x_t = sqrt(abar) x0 + sqrt(1 - abar) eps
+    and v = sqrt(abar) eps - sqrt(1 - abar) x0."""
+    if teacher.prediction_type == "epsilon":
+        return out
+    abar = teacher.scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
+    x0 = abar.sqrt() * x_t - (1 - abar).sqrt() * out
+    return (x_t - abar.sqrt() * x0) / (1 - abar).sqrt()
+
+
+def test_v_prediction_at_pure_noise(teachers):
+    """The shapes-prior predicts v on a zero-terminal-SNR schedule: at the last timestep x_t is
+    pure noise, so the noise the teacher returns is x_t itself, whatever the UNet says."""
+    _, teacher, prompts = teachers["prior"]
+    assert teacher.prediction_type == "v_prediction"
+    assert teacher.alphas_cumprod[-1] < 1e-6
+    x_t = model_input(teacher, 2)
+    t = torch.tensor([999, 999])
+    eps = teacher.predict_noise(x_t, t, prompts.condition(PROMPTS, cameras(2)), guidance_scale=7.5)
+    torch.testing.assert_close(eps, x_t, atol=1e-3, rtol=0)
+
+
 def test_each_kind_loads_with_its_properties(teachers):
     expected = {"prior": (False, True), "if": (False, False), "sd": (True, False)}
     for kind, (_, teacher, _) in teachers.items():
@@ -84,10 +106,10 @@ def test_predict_noise_shape_and_guidance(teachers, kind):
     uncond = teacher.predict_noise(x_t, t, TeacherCondition(condition.uncond_embeds, condition.uncond_mask, cameras=cams))
     assert cond.shape == x_t.shape and cond.dtype == x_t.dtype
     assert torch.isfinite(cond).all()
-    labels = cams.conditioning() if teacher.camera_conditioned else None
+    labels = cams.conditioning(teacher.camera_frequencies) if teacher.camera_conditioned else None
     raw = teacher.unet(x_t, t, encoder_hidden_states=condition.embeds, encoder_attention_mask=condition.mask.float(),
                        class_labels=labels).sample
-    torch.testing.assert_close(cond, raw[:, : x_t.shape[1]])  # text, mask and cameras passed as they are
+    torch.testing.assert_close(cond, as_noise(teacher, raw[:, : x_t.shape[1]], x_t, t))  # text, mask, cameras as they are
     assert (cond - uncond).abs().max() > 1e-4  # the text reaches the UNet
     assert torch.equal(teacher.predict_noise(x_t, t, condition, guidance_scale=1.0), cond)
     guided = teacher.predict_noise(x_t, t, condition, guidance_scale=7.5)

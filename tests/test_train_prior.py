@@ -9,7 +9,7 @@ import pytest
 import torch
 from diffusers import DDIMScheduler
 
-from atom.guidance.shapes_prior import ShapesPriorPipeline
+from atom.guidance.shapes_prior import ShapesPriorPipeline, build_prior_scheduler
 from atom.render.cameras import sample_cameras
 from train_scripts import load_train_script
 
@@ -105,6 +105,12 @@ def test_sampling_starts_from_the_training_data_mean(run):
     assert pipe.config.data_mean == pytest.approx(renders.mean().item(), abs=1e-3)
     assert pipe.config.data_mean > 0.3  # white backgrounds
 
+    # The shipped schedule has zero terminal SNR: sampling starts at pure noise, where the mean
+    # cannot matter. An epsilon-predicting cosine schedule (the first shipped prior's) keeps signal.
+    default = DDIMScheduler.from_config(pipe.scheduler.config)
+    default.set_timesteps(2)
+    assert default.timesteps[0] == 999 and default.alphas_cumprod[999] < 1e-6
+    pipe.scheduler = build_prior_scheduler("epsilon", zero_terminal_snr=False)
     pipe.register_to_config(data_mean=50.0)  # large, so that a start around it is unmistakable
     inputs = []
     hook = pipe.unet.register_forward_pre_hook(lambda module, args: inputs.append(args[0].clone()))
@@ -115,7 +121,21 @@ def test_sampling_starts_from_the_training_data_mean(run):
     sampler = DDIMScheduler.from_config(pipe.scheduler.config)
     sampler.set_timesteps(2)
     abar = sampler.alphas_cumprod[sampler.timesteps[0]]
+    assert abar > 1e-3
     assert inputs[0].mean().item() == pytest.approx(abar.sqrt().item() * 50.0, abs=0.1)
+
+
+def test_min_snr_weights_x0_errors_alike_for_both_targets():
+    """Min-SNR-gamma: the same x0 error costs min(SNR, gamma) |dx0|^2 whether the UNet predicts
+    epsilon (|d eps|^2 = SNR |dx0|^2) or v (|dv|^2 = (SNR + 1) |dx0|^2); no weighting: ones."""
+    abar = build_prior_scheduler().alphas_cumprod[torch.tensor([1, 100, 400, 700, 950])].double()
+    snr = abar / (1 - abar)
+    x0_error = torch.full_like(abar, 0.3) ** 2
+    for v_prediction, factor in ((False, snr), (True, snr + 1)):
+        weighted = train_prior.loss_weight(abar, v_prediction, 5.0) * factor * x0_error
+        torch.testing.assert_close(weighted, snr.clamp(max=5.0) * x0_error)
+    assert torch.equal(train_prior.loss_weight(abar, True, None), torch.ones_like(abar))
+    assert train_prior.loss_weight(torch.zeros(1), True, 5.0).item() == 0  # pure noise: nothing to learn of x0
 
 
 def test_resume_continues_from_the_latest_checkpoint(run):

@@ -18,7 +18,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from diffusers.optimization import get_cosine_schedule_with_warmup
@@ -42,6 +41,7 @@ from atom.guidance.shapes_prior import (  # noqa: E402
     ShapesPriorPipeline,
     build_prior_scheduler,
     build_prior_unet,
+    camera_features,
 )
 from atom.models.text_encoding import PromptEmbeddingCache, load_text_encoder  # noqa: E402
 
@@ -61,6 +61,7 @@ class PriorConfig:
     weight_decay: float = 0.01
     gradient_accumulation_steps: int = 1
     max_grad_norm: float = 1.0
+    snr_gamma: float | None = 5.0  # Min-SNR loss weighting (Hang et al. 2023); None: plain MSE
     text_dropout: float = 0.1
     synonym_prob: float = 0.3
     view_word_prob: float = 0.5
@@ -80,6 +81,16 @@ def sample_captions(renders: ShapeRenders, idx: torch.Tensor, rng: random.Random
         view = view_word(float(cams.elevation[i]), float(cams.azimuth[i])) if rng.random() < cfg.view_word_prob else None
         out.append(caption(SHAPES[renders.shape_index[i]], colors[renders.color_index[i]], rng, cfg.synonym_prob, view))
     return out
+
+
+def loss_weight(abar: torch.Tensor, v_prediction: bool, snr_gamma: float | None) -> torch.Tensor:
+    """(B,) per-sample weights of the MSE: Min-SNR-gamma, min(SNR, gamma) / SNR for epsilon
+    targets and min(SNR, gamma) / (SNR + 1) for v targets (both weight x0 errors alike), so the
+    nearly clean timesteps stop dominating the gradient; ones when `snr_gamma` is None."""
+    if snr_gamma is None:
+        return torch.ones_like(abar)
+    snr = abar / (1 - abar).clamp_min(1e-8)
+    return snr.clamp(max=snr_gamma) / (snr + 1 if v_prediction else snr.clamp_min(1e-8))
 
 
 def load_or_render(cfg: PriorConfig, resolution: int, accelerator: Accelerator) -> ShapeRenders:
@@ -150,9 +161,12 @@ def main(argv: list[str] | None = None) -> None:
                 noisy, t,
                 encoder_hidden_states=embeds.to(accelerator.device),
                 encoder_attention_mask=mask.to(accelerator.device, x0.dtype),
-                class_labels=cams.conditioning().to(accelerator.device),
+                class_labels=camera_features(accelerator.unwrap_model(unet), cams).to(accelerator.device),
             ).sample
-            loss = F.mse_loss(pred.float(), noise.float())
+            v_prediction = scheduler.config.prediction_type == "v_prediction"
+            target = abar.sqrt() * noise - (1 - abar).sqrt() * x0 if v_prediction else noise
+            loss = loss_weight(abar.flatten(), v_prediction, cfg.snr_gamma).view(-1, 1, 1, 1) * (pred.float() - target.float()) ** 2
+            loss = loss.mean()
             accelerator.backward(loss)
             if accelerator.sync_gradients:
                 accelerator.clip_grad_norm_(unet.parameters(), cfg.max_grad_norm)

@@ -12,10 +12,10 @@ from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from tqdm.auto import tqdm
 
 from ..models.text_encoding import encode_prompts, load_text_encoder
-from ..render.cameras import Cameras, sample_cameras
-from .teacher import CAMERA_FEATURES
+from ..render.cameras import Cameras, azimuth_frequencies_for, camera_feature_count, sample_cameras
 
 TEXT_MAX_LENGTH = 16  # MiniLM tokens: "an orange snowman, overhead view" is 9 with [CLS]/[SEP]
+AZIMUTH_FREQUENCIES = 4  # camera features sin/cos(k a), k = 1..4: cube and pyramid repeat every 90 degrees
 
 PRIOR_PRESETS: dict[str, dict] = {
     "tiny": dict(
@@ -39,9 +39,11 @@ PRIOR_PRESETS: dict[str, dict] = {
 }
 
 
-def build_prior_unet(preset: str = "shapes", cross_attention_dim: int = 384, **overrides) -> UNet2DConditionModel:
-    """A randomly initialized prior UNet: RGB in and out, cross-attention on text tokens,
-    camera features (sin/cos azimuth and elevation) added to the timestep embedding."""
+def build_prior_unet(
+    preset: str = "shapes", cross_attention_dim: int = 384, azimuth_frequencies: int = AZIMUTH_FREQUENCIES, **overrides
+) -> UNet2DConditionModel:
+    """A randomly initialized prior UNet: RGB in and out, cross-attention on text tokens, camera
+    features (`Cameras.conditioning(azimuth_frequencies)`) added to the timestep embedding."""
     if preset not in PRIOR_PRESETS:
         raise ValueError(f"unknown prior preset {preset!r}; choose one of {', '.join(PRIOR_PRESETS)}")
     config = dict(
@@ -49,16 +51,35 @@ def build_prior_unet(preset: str = "shapes", cross_attention_dim: int = 384, **o
         out_channels=3,
         cross_attention_dim=cross_attention_dim,
         class_embed_type="projection",
-        projection_class_embeddings_input_dim=CAMERA_FEATURES,
+        projection_class_embeddings_input_dim=camera_feature_count(azimuth_frequencies),
         **PRIOR_PRESETS[preset],
     )
     config.update(overrides)
     return UNet2DConditionModel(**config)
 
 
-def build_prior_scheduler() -> DDPMScheduler:
-    # A cosine schedule suits small images: a linear one destroys a 32x32 image too early.
-    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="epsilon")
+def build_prior_scheduler(prediction_type: str = "v_prediction", zero_terminal_snr: bool = True) -> DDPMScheduler:
+    """The prior's noise schedule. A cosine schedule suits small images (a linear one destroys a
+    32x32 image too early). Zero terminal SNR (Lin et al. 2024) makes the last timestep pure
+    noise, so sampling starts where training did, with "trailing" timesteps that begin at it;
+    epsilon is undefined there, hence v-prediction."""
+    if zero_terminal_snr and prediction_type == "epsilon":
+        raise ValueError("a zero-terminal-SNR schedule needs prediction_type='v_prediction'")
+    return DDPMScheduler(
+        num_train_timesteps=1000,
+        beta_schedule="squaredcos_cap_v2",
+        prediction_type=prediction_type,
+        rescale_betas_zero_snr=zero_terminal_snr,
+        timestep_spacing="trailing" if zero_terminal_snr else "leading",
+    )
+
+
+def camera_features(unet: UNet2DConditionModel, cameras: Cameras) -> torch.Tensor:
+    """(B, F) the camera conditioning `unet` was built for (its class-embedding width says which)."""
+    frequencies = azimuth_frequencies_for(unet.config.projection_class_embeddings_input_dim)
+    if frequencies is None:
+        raise ValueError(f"{unet.config.projection_class_embeddings_input_dim} camera features match no Cameras.conditioning")
+    return cameras.conditioning(frequencies)
 
 
 class ShapesPriorPipeline(DiffusionPipeline):
@@ -70,9 +91,11 @@ class ShapesPriorPipeline(DiffusionPipeline):
     `data_mean`, the mean pixel value of the training images in [-1, 1] (saved in
     model_index.json), makes sampling start from the noise distribution the model was trained
     on at the first timestep: `sqrt(abar) * data_mean + sqrt(1 - abar) * noise` rather than pure
-    noise. The schedule's first DDIM step keeps some signal (abar ~ 0.004), and with white
-    backgrounds (mean ~ 0.75) a model reads the missing brightness as a dark, gray scene and
-    never recovers ("signal leak", Everaert et al. 2024; Lin et al. 2023). None: pure noise.
+    noise. That matters for schedules whose first DDIM step keeps some signal (abar ~ 0.004 for
+    the cosine schedule): with white backgrounds (mean ~ 0.75) a model reads the missing
+    brightness as a dark, gray scene and never recovers ("signal leak", Everaert et al. 2024;
+    Lin et al. 2024). Under a zero-terminal-SNR schedule abar = 0 there and it changes nothing.
+    None: pure noise.
     """
 
     _optional_components = ["tokenizer", "text_encoder"]
@@ -124,7 +147,7 @@ class ShapesPriorPipeline(DiffusionPipeline):
         embeds, mask = embeds.to(self.device, self.unet.dtype), mask.to(self.device)
         embeds = torch.cat([embeds, torch.zeros_like(embeds)])  # unconditional = zero tokens, as in training
         mask = torch.cat([mask, torch.ones_like(mask)])
-        camera = cameras.conditioning().to(self.device, self.unet.dtype).repeat(2, 1)
+        camera = camera_features(self.unet, cameras).to(self.device, self.unet.dtype).repeat(2, 1)
 
         sampler = DDIMScheduler.from_config(self.scheduler.config)
         sampler.set_timesteps(num_inference_steps, device=self.device)

@@ -21,9 +21,7 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from huggingface_hub import hf_hub_download
 from torch import nn
 
-from ..render.cameras import Cameras
-
-CAMERA_FEATURES = 4  # Cameras.conditioning(): sin/cos of azimuth and elevation
+from ..render.cameras import Cameras, azimuth_frequencies_for
 
 
 @dataclass
@@ -59,13 +57,17 @@ class DiffusionTeacher(nn.Module):
     """A frozen text-to-image diffusion model that predicts classifier-free-guided noise.
 
     Args:
-        unet: epsilon-predicting `UNet2DConditionModel`.
-        scheduler: its training noise schedule (only `alphas_cumprod` is used).
+        unet: a `UNet2DConditionModel` predicting epsilon or v (`scheduler.config.prediction_type`;
+            v is turned into epsilon here, so SDS sees one kind).
+        scheduler: its training noise schedule (`alphas_cumprod` and `prediction_type` are used).
         vae: for latent models; None for pixel-space models.
     """
 
     def __init__(self, unet: UNet2DConditionModel, scheduler: DDPMScheduler, vae: AutoencoderKL | None = None):
         super().__init__()
+        self.prediction_type = scheduler.config.get("prediction_type", "epsilon")
+        if self.prediction_type not in ("epsilon", "v_prediction"):
+            raise ValueError(f"teachers must predict 'epsilon' or 'v_prediction', not {self.prediction_type!r}")
         self.unet = unet.eval().requires_grad_(False)
         self.vae = None if vae is None else vae.eval().requires_grad_(False)
         self.scheduler = scheduler
@@ -92,9 +94,17 @@ class DiffusionTeacher(nn.Module):
         return self.vae is not None
 
     @property
-    def camera_conditioned(self) -> bool:
+    def camera_frequencies(self) -> int | None:
+        """The `azimuth_frequencies` of the camera features the UNet's class embedding takes
+        (`Cameras.conditioning`), or None for a teacher without camera conditioning."""
         cfg = self.unet.config
-        return cfg.class_embed_type == "projection" and cfg.projection_class_embeddings_input_dim == CAMERA_FEATURES
+        if cfg.class_embed_type != "projection":
+            return None
+        return azimuth_frequencies_for(cfg.projection_class_embeddings_input_dim)
+
+    @property
+    def camera_conditioned(self) -> bool:
+        return self.camera_frequencies is not None
 
     @property
     def image_size(self) -> int:
@@ -128,7 +138,8 @@ class DiffusionTeacher(nn.Module):
     def predict_noise(
         self, x_t: torch.Tensor, t: torch.Tensor, condition: TeacherCondition, guidance_scale: float = 7.5
     ) -> torch.Tensor:
-        """Classifier-free-guided noise prediction eps_u + s (eps_c - eps_u).
+        """Classifier-free-guided noise prediction eps_u + s (eps_c - eps_u). For a v-predicting
+        UNet, eps = sqrt(abar_t) v + sqrt(1 - abar_t) x_t (linear in v, so guiding v is the same).
 
         Args:
             x_t: (B, C, h, w) noisy model-space input.
@@ -155,7 +166,7 @@ class DiffusionTeacher(nn.Module):
         if self.camera_conditioned:
             if condition.cameras is None:
                 raise ValueError("this teacher is camera-conditioned: pass TeacherCondition(cameras=...)")
-            class_labels = condition.cameras.conditioning().to(x_t.device, self.unet.dtype)
+            class_labels = condition.cameras.conditioning(self.camera_frequencies).to(x_t.device, self.unet.dtype)
             if use_cfg:
                 class_labels = torch.cat([class_labels, class_labels])
         out = self.unet(
@@ -167,7 +178,10 @@ class DiffusionTeacher(nn.Module):
         ).sample
         # IF-style UNets also predict a variance: keep the noise channels only.
         out = out[:, : x_t.shape[1]].to(x_t.dtype)
-        if not use_cfg:
-            return out
-        cond, uncond = out[:batch], out[batch:]
-        return uncond + guidance_scale * (cond - uncond)
+        if use_cfg:
+            cond, uncond = out[:batch], out[batch:]
+            out = uncond + guidance_scale * (cond - uncond)
+        if self.prediction_type == "v_prediction":
+            abar = self.alphas_cumprod[t].view(-1, 1, 1, 1).to(x_t.dtype)
+            out = abar.sqrt() * out + (1 - abar).sqrt() * x_t
+        return out

@@ -115,10 +115,28 @@ class Cameras:
         origins = c2w[:, None, None, :3, 3].expand_as(directions)
         return origins, directions
 
-    def conditioning(self) -> torch.Tensor:
-        """(B, 4) camera features for diffusion conditioning: sin/cos of azimuth and elevation."""
+    def conditioning(self, azimuth_frequencies: int = 1) -> torch.Tensor:
+        """(B, 2 k + 2) camera features for diffusion conditioning: sin/cos of k * azimuth for
+        k = 1 .. `azimuth_frequencies`, then sin/cos of the elevation.
+
+        Higher azimuth frequencies let a small network tell views apart that a single sin/cos
+        pair barely separates: the image of a cube repeats every 90 degrees, a function of
+        sin/cos(4 a) that an MLP on sin/cos(a) must first learn to build.
+        """
         az, el = torch.deg2rad(self.azimuth), torch.deg2rad(self.elevation)
-        return torch.stack([torch.sin(az), torch.cos(az), torch.sin(el), torch.cos(el)], -1)
+        features = [f(k * az) for k in range(1, azimuth_frequencies + 1) for f in (torch.sin, torch.cos)]
+        return torch.stack(features + [torch.sin(el), torch.cos(el)], -1)
+
+
+def camera_feature_count(azimuth_frequencies: int) -> int:
+    """Width of `Cameras.conditioning(azimuth_frequencies)`."""
+    return 2 * azimuth_frequencies + 2
+
+
+def azimuth_frequencies_for(feature_count: int) -> int | None:
+    """The `azimuth_frequencies` whose features are `feature_count` wide (None: no match)."""
+    k, rest = divmod(feature_count - 2, 2)
+    return k if k >= 1 and rest == 0 else None
 
 
 def sample_cameras(
