@@ -80,8 +80,8 @@ def test_pipeline_samples_images_deterministically(run):
     prompts = ["a red cube", "a blue sphere, side view"]
 
     def sample(seed: int, **kwargs) -> torch.Tensor:
-        return pipe(prompts, guidance_scale=3.0, num_inference_steps=3, generator=torch.Generator().manual_seed(seed),
-                    progress=False, **kwargs).images
+        kwargs = {"guidance_scale": 3.0, **kwargs}
+        return pipe(prompts, num_inference_steps=3, generator=torch.Generator().manual_seed(seed), progress=False, **kwargs).images
 
     images = sample(0)
     assert images.shape == (2, 3, 16, 16) and images.dtype == torch.float32
@@ -90,6 +90,9 @@ def test_pipeline_samples_images_deterministically(run):
     assert not torch.equal(images, sample(1))
     cams = sample_cameras(2, generator=torch.Generator().manual_seed(5))
     assert sample(0, cameras=cams).shape == (2, 3, 16, 16)
+    # CFG rescale pulls the guided prediction toward the conditional one: nothing to do at scale 1.
+    torch.testing.assert_close(sample(0, guidance_scale=1.0), sample(0, guidance_scale=1.0, guidance_rescale=0.7))
+    assert not torch.equal(images, sample(0, guidance_rescale=0.7))
     pil = sample(0, output_type="pil")
     assert len(pil) == 2 and pil[0].size == (16, 16)
     with pytest.raises(ValueError, match="cameras"):

@@ -12,8 +12,8 @@ the requested view?
    is printed, so the judge's own reliability is known. Weights are cached (safetensors) in
    `<output_dir>/classifier/`; a rerun with the same settings skips training.
 2. The prior draws `--samples_per_prompt` (8) images for each of the 64 Shapes64 prompts at
-   random training-range cameras with classifier-free guidance (`--guidance_scale` 3,
-   `--steps` 50 DDIM steps), in batches of `--batch_size`, seeded.
+   random training-range cameras with classifier-free guidance (`--guidance_scale` 1.5, the
+   shipped prior's best scale: higher ones oversaturate its samples; `--steps` 50 DDIM steps), in batches of `--batch_size`, seeded.
 3. Every sample is classified; the same classifier also scores fresh ground-truth renders at the
    very same cameras (the reference: what a perfect prior would score).
    `--judge nearest` replaces the classifier by the closest of the 64 (shape, color) ground-truth
@@ -448,7 +448,7 @@ class SampleSet:
         return torch.tensor([COLOR_NAMES.index(SHAPES64[i].color) for i in self.prompt_index.tolist()])
 
 
-def sample_prior(pipe, samples_per_prompt: int = 8, guidance_scale: float = 3.0, steps: int = 50, batch_size: int = 128,
+def sample_prior(pipe, samples_per_prompt: int = 8, guidance_scale: float = 1.5, steps: int = 50, batch_size: int = 128,
                  seed: int = 0, view_words: bool = False, progress: bool = True) -> SampleSet:
     """Draws `samples_per_prompt` images for every Shapes64 prompt at random cameras
     (`sample_cameras`' training ranges, seeded by `seed`), in batches of `batch_size`; batch k
@@ -641,7 +641,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="ShapesPriorPipeline folder or Hub repo id")
     parser.add_argument("--output_dir", default="runs/prior-eval", help="classifier cache, samples, default JSON / grid")
-    parser.add_argument("--guidance_scale", type=float, default=3.0)
+    parser.add_argument("--guidance_scale", type=float, default=1.5, help="CFG scale (see the shapes-prior card)")
     parser.add_argument("--steps", type=int, default=50, help="DDIM steps")
     parser.add_argument("--samples_per_prompt", type=int, default=8)
     parser.add_argument("--batch_size", type=int, default=128, help="images per sampling batch")

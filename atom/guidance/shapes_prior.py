@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DiffusionPipeline, UNet2DConditionModel
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
+from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
 from tqdm.auto import tqdm
 
 from ..models.text_encoding import encode_prompts, load_text_encoder
@@ -122,7 +123,8 @@ class ShapesPriorPipeline(DiffusionPipeline):
         self,
         prompt: str | list[str],
         cameras: Cameras | None = None,
-        guidance_scale: float = 3.0,
+        guidance_scale: float = 1.5,
+        guidance_rescale: float = 0.0,
         num_inference_steps: int = 50,
         generator: torch.Generator | None = None,
         output_type: str = "pt",
@@ -134,6 +136,9 @@ class ShapesPriorPipeline(DiffusionPipeline):
             prompt: one prompt or a list.
             cameras: one camera per prompt (random training-range cameras when None).
             guidance_scale: CFG scale (1 = conditional only).
+            guidance_rescale: phi of Lin et al. 2024 (sec. 3.4): the guided prediction is pulled
+                toward the conditional one's per-image standard deviation, which keeps CFG from
+                overexposing samples of a zero-terminal-SNR model (0 = plain CFG).
             output_type: "pt" for a (B, 3, H, W) tensor in [0, 1], "pil" for PIL images.
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
@@ -161,7 +166,10 @@ class ShapesPriorPipeline(DiffusionPipeline):
                 torch.cat([x, x]), t, encoder_hidden_states=embeds, encoder_attention_mask=mask.to(embeds.dtype), class_labels=camera
             ).sample
             cond, uncond = eps.chunk(2)
-            x = sampler.step(uncond + guidance_scale * (cond - uncond), t, x).prev_sample
+            guided = uncond + guidance_scale * (cond - uncond)
+            if guidance_rescale > 0:
+                guided = rescale_noise_cfg(guided, cond, guidance_rescale)
+            x = sampler.step(guided, t, x).prev_sample
         images = (x.float() * 0.5 + 0.5).clamp(0, 1).cpu()
         if output_type == "pil":
             images = self.numpy_to_pil(images.permute(0, 2, 3, 1).numpy())
