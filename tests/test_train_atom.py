@@ -9,6 +9,7 @@ can only fall if the SDS gradient reaches the model with the right sign and the 
 """
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -193,6 +194,23 @@ def test_saved_folder_loads_and_generates(two_process_run):
         assert abs(mesh.vertices).max() <= 1.0 + 1e-6
     again = pipe(prompts).meshes
     assert all((a.vertices == b.vertices).all() and (a.faces == b.faces).all() for a, b in zip(meshes, again))
+
+
+def test_evaluate_loads_a_checkpoint_as_the_saved_pipeline(two_process_run, tmp_path):
+    """evaluate.py takes a checkpoint folder: the pipeline its run would have saved at that step
+    (checkpoint-4 is the last step, so its weights are the saved pipeline's)."""
+    evaluate = load_train_script("evaluate")
+    checkpoint = two_process_run / "checkpoint-4"
+    assert evaluate.is_checkpoint(checkpoint) and not evaluate.is_checkpoint(two_process_run / "pipeline")
+    from_checkpoint = evaluate.load_model(str(checkpoint))
+    saved = AToMPipeline.from_pretrained(two_process_run / "pipeline")
+    for name in ("text_to_triplane", "mesh_generator"):
+        a, b = getattr(from_checkpoint, name).state_dict(), getattr(saved, name).state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    lone = tmp_path / "checkpoint-1"  # copied out of its run folder: no config.json beside it
+    shutil.copytree(checkpoint, lone)
+    with pytest.raises(ValueError, match="no config.json"):
+        evaluate.load_model(str(lone))
 
 
 # ---- fine-tuning from a saved pipeline on prompt files ------------------------------------------

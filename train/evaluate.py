@@ -2,6 +2,7 @@
 
     python train/evaluate.py --model pretrained/atom-shapes64 --prompts shapes64 \
         --json runs/eval/atom.json --grid runs/eval/atom.png [--resolution 64] [--views 4] [--write_card]
+    python train/evaluate.py --model runs/atom-shapes64/checkpoint-800   # a training checkpoint
 
 For every prompt: parse it to (shape, color) with `atom.data.parse_prompt`, generate its mesh
 (batched), and score it with `atom.data.evaluate_mesh` (Chamfer distance and volume IoU to the
@@ -384,12 +385,49 @@ def save_grid(result: dict, path: str | Path, views: int = 4, resolution: int = 
     return path
 
 
+# ---- loading -------------------------------------------------------------------------------
+
+
+def is_checkpoint(path: str | Path) -> bool:
+    """Whether `path` is a train_atom.py checkpoint folder (`<run>/checkpoint-N`)."""
+    path = Path(path)
+    return (path / "model.safetensors").is_file() and (path / "trainer_state.json").is_file()
+
+
+def load_model(name_or_path: str, device: str = "cpu"):
+    """An AToMPipeline from a pipeline folder, a Hub id, or a train_atom.py checkpoint folder.
+
+    A checkpoint holds the trained modules only: the pipeline is rebuilt as its run built it
+    (the run's config.json: `init_from`, or `model_preset` and `text_encoder`), and the
+    checkpoint's text-to-triplane and mesh-generator weights are loaded into it."""
+    from safetensors.torch import load_file
+
+    from atom.pipeline import AToMPipeline
+
+    if not is_checkpoint(name_or_path):
+        return AToMPipeline.from_pretrained(name_or_path).to(device)
+    config_path = Path(name_or_path).parent / "config.json"
+    if not config_path.is_file():
+        raise ValueError(f"{name_or_path} looks like a checkpoint, but its run folder has no config.json")
+    run = json.loads(config_path.read_text())
+    if run.get("init_from"):
+        pipe = AToMPipeline.from_pretrained(run["init_from"])
+    else:
+        pipe = AToMPipeline.from_components(run["model_preset"], text_encoder_name_or_path=run.get("text_encoder"))
+    state = load_file(Path(name_or_path) / "model.safetensors")
+    for name in ("text_to_triplane", "mesh_generator"):
+        prefix = name + "."
+        getattr(pipe, name).load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+    return pipe.to(device)
+
+
 # ---- command line --------------------------------------------------------------------------
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="AToM pipeline folder or Hub repo id")
+    parser.add_argument("--model", required=True,
+                        help="AToM pipeline folder, Hub repo id, or a train_atom.py checkpoint folder (<run>/checkpoint-N)")
     parser.add_argument("--prompts", default="shapes64",
                         help="named set (shapes64, shapes64-seen, shapes64-held-out, ...), .txt / .json file")
     parser.add_argument("--resolution", type=int, default=None, help="marching resolution (default: the model's)")
@@ -418,11 +456,10 @@ def main(argv: list[str] | None = None) -> dict:
         raise ValueError(f"--write_card needs a local folder that train_atom.py saved ({args.model}/{SUMMARY_FILE} is missing)")
     if args.threads:
         torch.set_num_threads(args.threads)
-    from atom.pipeline import AToMPipeline
 
     prompts = load_prompts(args.prompts)
     tic = time.perf_counter()
-    pipe = AToMPipeline.from_pretrained(args.model).to(args.device)
+    pipe = load_model(args.model, args.device)
     load_seconds = time.perf_counter() - tic
     result = evaluate(pipe, prompts, args.resolution, args.batch_size, args.num_samples, args.seed,
                       progress=not args.no_progress, return_meshes=args.grid is not None)
