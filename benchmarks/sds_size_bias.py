@@ -33,6 +33,7 @@ def size_gradients(teacher: DiffusionTeacher, prompts: TeacherPrompts, shape: st
     sds = ScoreDistillation(teacher, guidance_scale, 0.02, max_step_percent)
     gen = torch.Generator().manual_seed(seed)
     colors = list(COLORS)
+    meshes = [mesh_for(shape, c) for c in colors]
     grads = []
     for start in range(0, draws, batch):
         n = min(batch, draws - start)
@@ -42,7 +43,7 @@ def size_gradients(teacher: DiffusionTeacher, prompts: TeacherPrompts, shape: st
         log_s = torch.full((n,), float(torch.tensor(scale).log()), requires_grad=True)
         images = []
         for i, c in enumerate(color_idx):
-            base = mesh_for(shape, colors[c])
+            base = meshes[c]
             mesh = Mesh(base.verts * log_s[i].exp(), base.faces, base.colors)
             images.append(render_mesh(mesh, cams[i : i + 1], resolution, light[i : i + 1], "lambertian", BACKGROUND)["rgb"])
         texts = [f"a {colors[c]} {shape}, {view_word(float(e), float(a))}"

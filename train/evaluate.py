@@ -398,8 +398,8 @@ def load_model(name_or_path: str, device: str = "cpu"):
     """An AToMPipeline from a pipeline folder, a Hub id, or a train_atom.py checkpoint folder.
 
     A checkpoint holds the trained modules only: the pipeline is rebuilt as its run built it
-    (the run's config.json: `init_from`, or `model_preset` and `text_encoder`), and the
-    checkpoint's text-to-triplane and mesh-generator weights are loaded into it."""
+    (`train_atom.build_pipeline` on the run's config.json), and the checkpoint's
+    text-to-triplane and mesh-generator weights are loaded into it."""
     from safetensors.torch import load_file
 
     from atom.pipeline import AToMPipeline
@@ -409,11 +409,9 @@ def load_model(name_or_path: str, device: str = "cpu"):
     config_path = Path(name_or_path).parent / "config.json"
     if not config_path.is_file():
         raise ValueError(f"{name_or_path} looks like a checkpoint, but its run folder has no config.json")
-    run = json.loads(config_path.read_text())
-    if run.get("init_from"):
-        pipe = AToMPipeline.from_pretrained(run["init_from"])
-    else:
-        pipe = AToMPipeline.from_components(run["model_preset"], text_encoder_name_or_path=run.get("text_encoder"))
+    from train_atom import AtomConfig, build_pipeline
+
+    pipe = build_pipeline(AtomConfig(**json.loads(config_path.read_text())))
     state = load_file(Path(name_or_path) / "model.safetensors")
     for name in ("text_to_triplane", "mesh_generator"):
         prefix = name + "."

@@ -133,6 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     ema.to(accelerator.device)
     accelerator.register_for_checkpointing(ema)
     alphas_cumprod = scheduler.alphas_cumprod.to(accelerator.device)
+    v_prediction = scheduler.config.prediction_type == "v_prediction"
 
     resume, state = resume_training(accelerator, out_dir, args.resume_from_checkpoint)
     step, clock = state["step"], WallClock(state.get("wall_seconds", 0.0))
@@ -163,7 +164,6 @@ def main(argv: list[str] | None = None) -> None:
                 encoder_attention_mask=mask.to(accelerator.device, x0.dtype),
                 class_labels=camera_features(accelerator.unwrap_model(unet), cams).to(accelerator.device),
             ).sample
-            v_prediction = scheduler.config.prediction_type == "v_prediction"
             target = abar.sqrt() * noise - (1 - abar).sqrt() * x0 if v_prediction else noise
             loss = loss_weight(abar.flatten(), v_prediction, cfg.snr_gamma).view(-1, 1, 1, 1) * (pred.float() - target.float()) ** 2
             loss = loss.mean()

@@ -13,7 +13,8 @@ from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import resca
 from tqdm.auto import tqdm
 
 from ..models.text_encoding import encode_prompts, load_text_encoder
-from ..render.cameras import Cameras, azimuth_frequencies_for, camera_feature_count, sample_cameras
+from ..render.cameras import Cameras, camera_feature_count, sample_cameras
+from .teacher import camera_frequencies
 
 TEXT_MAX_LENGTH = 16  # MiniLM tokens: "an orange snowman, overhead view" is 9 with [CLS]/[SEP]
 AZIMUTH_FREQUENCIES = 4  # camera features sin/cos(k a), k = 1..4: cube and pyramid repeat every 90 degrees
@@ -77,9 +78,9 @@ def build_prior_scheduler(prediction_type: str = "v_prediction", zero_terminal_s
 
 def camera_features(unet: UNet2DConditionModel, cameras: Cameras) -> torch.Tensor:
     """(B, F) the camera conditioning `unet` was built for (its class-embedding width says which)."""
-    frequencies = azimuth_frequencies_for(unet.config.projection_class_embeddings_input_dim)
+    frequencies = camera_frequencies(unet)
     if frequencies is None:
-        raise ValueError(f"{unet.config.projection_class_embeddings_input_dim} camera features match no Cameras.conditioning")
+        raise ValueError("this UNet takes no camera features (Cameras.conditioning) through its class embedding")
     return cameras.conditioning(frequencies)
 
 

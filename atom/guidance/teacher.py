@@ -24,6 +24,15 @@ from torch import nn
 from ..render.cameras import Cameras, azimuth_frequencies_for
 
 
+def camera_frequencies(unet: UNet2DConditionModel) -> int | None:
+    """The `azimuth_frequencies` of the camera features (`Cameras.conditioning`) that `unet`'s
+    class embedding takes, or None for a UNet without camera conditioning."""
+    cfg = unet.config
+    if cfg.class_embed_type != "projection":
+        return None
+    return azimuth_frequencies_for(cfg.projection_class_embeddings_input_dim)
+
+
 @dataclass
 class TeacherCondition:
     """What the teacher is conditioned on, for a batch of B renders.
@@ -95,12 +104,8 @@ class DiffusionTeacher(nn.Module):
 
     @property
     def camera_frequencies(self) -> int | None:
-        """The `azimuth_frequencies` of the camera features the UNet's class embedding takes
-        (`Cameras.conditioning`), or None for a teacher without camera conditioning."""
-        cfg = self.unet.config
-        if cfg.class_embed_type != "projection":
-            return None
-        return azimuth_frequencies_for(cfg.projection_class_embeddings_input_dim)
+        """See `camera_frequencies`: None for a teacher without camera conditioning."""
+        return camera_frequencies(self.unet)
 
     @property
     def camera_conditioned(self) -> bool:
