@@ -208,6 +208,17 @@ def test_nearest_render_judge_recovers_pairs_and_views():
         # 3 of 4 (chance: 1 in 4): a cube seen nearly edge-on (azimuth 41, elevation 1) under a light
         # jittered 30 deg off the camera reads 17 deg off at 16 px; the judge lights from the camera.
         assert v["view_checked"].sum() == 4 and v["view_correct"][v["view_checked"]].sum() >= 3
+    # Cube and pyramid drawn turned by 45 deg (the farthest view modulo 90): the shape is still
+    # named, the view is wrong; the verdict at the requested view only is kept alongside.
+    turned_shapes = torch.tensor([SHAPES.index("cube"), SHAPES.index("pyramid")]).repeat(4)
+    turned_colors = torch.arange(len(turned_shapes)) % len(ep.COLOR_NAMES)
+    cams = sample_cameras(len(turned_shapes), generator=torch.Generator().manual_seed(8))
+    turned = ep.render_gt(turned_shapes, turned_colors, Cameras(cams.elevation, cams.azimuth + 45, cams.distance, cams.fovy),
+                          16, seed=5)
+    pred = ep.nearest_render_judge(cams, turned_shapes, turned_colors, 16)(turned)
+    v = ep.score_predictions(pred, turned_shapes, turned_colors, cams)
+    assert v["shape_correct"].all() and not v["view_correct"].any()
+    assert "shape_correct_at_view" in v and "shape_accuracy_at_requested_view" in ep.aggregate(v)
     # Judged against the pair it is not: shape wrong.
     swapped = torch.roll(shape_index, 1)
     pred = ep.nearest_render_judge(cameras, swapped, color_index, 16)(clean)

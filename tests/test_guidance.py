@@ -138,6 +138,29 @@ def test_camera_conditioned_teacher(teachers):
     assert (front - other).abs().max() > 1e-5  # the cameras reach the class embedding
 
 
+def test_view_guidance(teachers):
+    """View guidance adds s_view (cond - cond at the camera turned by the offset) to CFG, from
+    separate calls; it is refused by teachers without cameras (and by SDS built on them)."""
+    _, teacher, prompts = teachers["prior"]
+    cams = cameras(2)
+    condition = prompts.condition(PROMPTS, cams)
+    x_t, t = model_input(teacher, 2), torch.tensor([300, 800])
+    cfg = teacher.predict_noise(x_t, t, condition, guidance_scale=3.0)
+    cond = teacher.predict_noise(x_t, t, TeacherCondition(condition.embeds, condition.mask, cameras=cams))
+    turned = teacher.predict_noise(x_t, t, TeacherCondition(condition.embeds, condition.mask, cameras=cams.turned(30.0)))
+    assert (cond - turned).abs().max() > 1e-5
+    guided = teacher.predict_noise(x_t, t, condition, guidance_scale=3.0, view_guidance_scale=4.0, view_guidance_offset=30.0)
+    torch.testing.assert_close(guided, cfg + 4.0 * (cond - turned), rtol=1e-4, atol=1e-4)
+    # Without CFG (scale 1) the view term stands alone.
+    alone = teacher.predict_noise(x_t, t, condition, guidance_scale=1.0, view_guidance_scale=2.0, view_guidance_offset=30.0)
+    torch.testing.assert_close(alone, cond + 2.0 * (cond - turned), rtol=1e-4, atol=1e-4)
+    _, plain, plain_prompts = teachers["sd"]
+    with pytest.raises(ValueError, match="view guidance needs a camera-conditioned teacher"):
+        plain.predict_noise(model_input(plain, 2), t, plain_prompts.condition(PROMPTS), view_guidance_scale=1.0)
+    with pytest.raises(ValueError, match="view_guidance_scale needs a camera-conditioned teacher"):
+        ScoreDistillation(plain, view_guidance_scale=1.0)
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_sds_step(teachers, kind):
     """One SDS step on renders that require grad: a finite loss whose gradient w.r.t. the renders

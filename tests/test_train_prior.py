@@ -93,6 +93,9 @@ def test_pipeline_samples_images_deterministically(run):
     # CFG rescale pulls the guided prediction toward the conditional one: nothing to do at scale 1.
     torch.testing.assert_close(sample(0, guidance_scale=1.0), sample(0, guidance_scale=1.0, guidance_rescale=0.7))
     assert not torch.equal(images, sample(0, guidance_rescale=0.7))
+    # View guidance contrasts with the camera turned by the offset: a full turn is the same camera.
+    torch.testing.assert_close(sample(0, view_guidance_scale=5.0, view_guidance_offset=360.0), images, atol=1e-4, rtol=0)
+    assert (sample(0, view_guidance_scale=5.0) - images).abs().max() > 1e-3
     pil = sample(0, output_type="pil")
     assert len(pil) == 2 and pil[0].size == (16, 16)
     with pytest.raises(ValueError, match="cameras"):
@@ -167,3 +170,23 @@ def test_config_errors(tmp_path, capsys):
         train_prior.main(["--config", str(CONFIG), "--batch_size", "four"])
     cfg, _ = train_prior.load_config(train_prior.PriorConfig, ["--config", str(CONFIG), "--learning_rate", "3e-4"])
     assert cfg.learning_rate == 3e-4  # "3e-4" is a string to YAML 1.1
+
+
+def test_view_shape_weight_oversamples_cube_and_pyramid():
+    """Cube and pyramid renders (the shapes whose image shows the azimuth) are drawn
+    `view_shape_weight` times as often as each solid of revolution; other weights are refused."""
+    from atom.data import SHAPES
+    from atom.data.renders import ShapeRenders
+
+    shape_index = torch.arange(len(SHAPES)).repeat(10)
+    renders = ShapeRenders(torch.zeros(len(shape_index), 3, 2, 2, dtype=torch.uint8), shape_index,
+                           torch.zeros_like(shape_index), sample_cameras(len(shape_index)))
+    weights = train_prior.sampling_weights(renders, 3.0)
+    draws = shape_index[torch.multinomial(weights, 60_000, replacement=True, generator=torch.Generator().manual_seed(0))]
+    share = torch.bincount(draws, minlength=len(SHAPES)).double() / len(draws)
+    viewed = torch.tensor([s in ("cube", "pyramid") for s in SHAPES])
+    torch.testing.assert_close(share[viewed], torch.full((2,), 3 / 12, dtype=torch.float64), atol=0.01, rtol=0)
+    torch.testing.assert_close(share[~viewed], torch.full((6,), 1 / 12, dtype=torch.float64), atol=0.01, rtol=0)
+    assert torch.equal(train_prior.sampling_weights(renders, 1.0), torch.ones(len(shape_index)))
+    with pytest.raises(ValueError, match="view_shape_weight must be positive"):
+        train_prior.sampling_weights(renders, 0.0)

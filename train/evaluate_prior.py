@@ -17,7 +17,8 @@ the requested view?
 3. Every sample is classified; the same classifier also scores fresh ground-truth renders at the
    very same cameras (the reference: what a perfect prior would score).
    `--judge nearest` replaces the classifier by the closest of the 64 (shape, color) ground-truth
-   renders at each sample's own camera (no training; see `nearest_render_judge`), and
+   renders at each sample's own camera, cube and pyramid at four turns (no training; see
+   `nearest_render_judge`), and
    `--samples runs/prior-eval/samples.pt` rescores an earlier run's samples without sampling.
 
 Acceptance: color accuracy >= 95 %, shape accuracy >= 85 %, view accuracy >= 70 %.
@@ -57,20 +58,13 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from atom.data import COLORS, HELD_OUT, SHAPES, SHAPES64
+from atom.data import AZIMUTH_SYMMETRY, COLORS, HELD_OUT, SHAPES, SHAPES64
 from atom.data.renders import BACKGROUND, ShapeRenders, mesh_for, render_shapes
 from atom.render import Cameras, render_mesh, sample_cameras, sample_light_directions
 
 logger = logging.getLogger("evaluate_prior")
 
 COLOR_NAMES = tuple(COLORS)
-# Rotational symmetry order about Y of each primitive's image under an orbiting camera with the
-# light at the camera: the image depends on the azimuth modulo 360 / order only. None: a solid
-# of revolution, whose image does not depend on the azimuth at all.
-AZIMUTH_SYMMETRY: dict[str, int | None] = {
-    "sphere": None, "cube": 4, "cylinder": None, "cone": None,
-    "torus": None, "pyramid": 4, "capsule": None, "snowman": None,
-}
 VIEW_ORDER = 4  # the classifier's azimuth head predicts the angle x 4 (cube and pyramid)
 VIEW_SHAPES = tuple(s for s in SHAPES if AZIMUTH_SYMMETRY[s] is not None)
 ACCEPTANCE = {"color_accuracy": 0.95, "shape_accuracy": 0.85, "view_accuracy": 0.70}
@@ -134,13 +128,17 @@ def render_gt(shape_index: torch.Tensor, color_index: torch.Tensor, cameras: Cam
 
 @torch.no_grad()
 def nearest_render_judge(cameras: Cameras, shape_index: torch.Tensor, color_index: torch.Tensor, resolution: int,
-                         supersample: int = 2, pool: int = 2, view_steps: int = 16,
+                         supersample: int = 2, pool: int = 2, view_steps: int = 16, shape_view_steps: int = 4,
                          progress: bool = False) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
     """A judge of images taken at `cameras` that were asked for (`shape_index`, `color_index`):
     it returns predictions in `classify`'s format by nearest neighbour among ground-truth renders
     at each image's own camera, lit from the camera (the mean of the data's jittered lights):
-    shape and color of the closest of the 64 (shape, color) renders; for cube and pyramid images,
-    the azimuth of the closest of `view_steps` renders of the requested pair turned by 0 .. 90 deg.
+    shape and color of the closest of the 64 (shape, color) renders, where cube and pyramid are
+    also rendered turned by `shape_view_steps` steps of 90 deg (the shape is judged whatever the
+    view: a pyramid turned the wrong way is still a pyramid, not the cone its misaligned
+    render may resemble more; "shape_at_view" keeps the verdict at the requested view only);
+    for cube and pyramid images, the azimuth of the closest of `view_steps` renders of the
+    requested pair turned by 0 .. 90 deg.
     Distances are mean squared errors after `pool` x `pool` average pooling, so per-pixel grain
     counts little. Elevation is not judged (nan). The renders are made once, here, so that the
     judge can score several image sets at the same cameras (samples and references)."""
@@ -150,14 +148,20 @@ def nearest_render_judge(cameras: Cameras, shape_index: torch.Tensor, color_inde
         return F.avg_pool2d(images, pool)
 
     n = len(cameras)
-    pairs = [(s, c) for s in range(len(SHAPES)) for c in range(len(COLOR_NAMES))]
+    period = 360.0 / VIEW_ORDER
+    # (shape, color, azimuth offset): every pair at the requested view, cube / pyramid turned too
+    entries = [(s, c, k * period / shape_view_steps) for s in range(len(SHAPES)) for c in range(len(COLOR_NAMES))
+               for k in range(shape_view_steps if AZIMUTH_SYMMETRY[SHAPES[s]] is not None else 1)]
     candidates = torch.stack([
-        pooled(render_gt(torch.full((n,), s), torch.full((n,), c), cameras, resolution, supersample, 0.0))
-        for s, c in tqdm(pairs, desc="nearest-render judge", disable=not progress)
-    ], 1)  # (n, 64, 3, h, w)
+        pooled(render_gt(torch.full((n,), s), torch.full((n,), c), Cameras(cameras.elevation, cameras.azimuth + offset,
+                                                                           cameras.distance, cameras.fovy),
+                         resolution, supersample, 0.0))
+        for s, c, offset in tqdm(entries, desc="nearest-render judge", disable=not progress)
+    ], 1)  # (n, entries, 3, h, w)
+    entry_shape, entry_color = torch.tensor([e[0] for e in entries]), torch.tensor([e[1] for e in entries])
+    at_view = torch.tensor([e[2] == 0 for e in entries])
     viewed = torch.tensor([AZIMUTH_SYMMETRY[SHAPES[s]] is not None for s in shape_index.tolist()])
     idx = viewed.nonzero().flatten()
-    period = 360.0 / VIEW_ORDER
     offsets = torch.arange(view_steps) * (period / view_steps)
     turned = torch.stack([
         pooled(render_gt(shape_index[idx], color_index[idx], Cameras(cameras.elevation[idx], cameras.azimuth[idx] + offset,
@@ -168,9 +172,10 @@ def nearest_render_judge(cameras: Cameras, shape_index: torch.Tensor, color_inde
 
     def judge(images: torch.Tensor) -> dict[str, torch.Tensor]:
         target = pooled(images).unsqueeze(1)
-        best = (candidates - target).pow(2).mean((2, 3, 4)).argmin(1)
-        pred = {"shape": torch.tensor([pairs[i][0] for i in best.tolist()]),
-                "color": torch.tensor([pairs[i][1] for i in best.tolist()]),
+        distance = (candidates - target).pow(2).mean((2, 3, 4))  # (n, entries)
+        best = distance.argmin(1)
+        best_at_view = at_view.nonzero().flatten()[distance[:, at_view].argmin(1)]
+        pred = {"shape": entry_shape[best], "color": entry_color[best], "shape_at_view": entry_shape[best_at_view],
                 "azimuth": torch.full((n,), float("nan")), "elevation": torch.full((n,), float("nan"))}
         if turned is not None:
             nearest = (turned - target[idx]).pow(2).mean((2, 3, 4)).argmin(1)
@@ -339,7 +344,8 @@ def score_predictions(pred: dict[str, torch.Tensor], shape_index: torch.Tensor, 
     """Per-image verdicts: "shape_correct", "color_correct", "correct" (both) bools (N,);
     "view_checked" (N,) bool (cube / pyramid targets); "view_error" (N,) degrees modulo the
     symmetry period (nan where unchecked); "view_correct" (N,) bool (False where unchecked);
-    "elevation_error" (N,) absolute degrees (nan for the sphere)."""
+    "elevation_error" (N,) absolute degrees (nan for the sphere); "shape_correct_at_view" when the
+    judge also gave the shape at the requested view only ("shape_at_view")."""
     shape_ok = pred["shape"] == shape_index
     color_ok = pred["color"] == color_index
     n = len(shape_index)
@@ -356,8 +362,11 @@ def score_predictions(pred: dict[str, torch.Tensor], shape_index: torch.Tensor, 
         checked[mask], view_error[mask], view_ok[mask] = True, err, err <= tolerance
     el_err = (pred["elevation"].double() - cameras.elevation.double()).abs()
     el_err[shape_index == SHAPES.index("sphere")] = float("nan")
-    return {"shape_correct": shape_ok, "color_correct": color_ok, "correct": shape_ok & color_ok,
-            "view_checked": checked, "view_error": view_error, "view_correct": view_ok, "elevation_error": el_err}
+    verdicts = {"shape_correct": shape_ok, "color_correct": color_ok, "correct": shape_ok & color_ok,
+                "view_checked": checked, "view_error": view_error, "view_correct": view_ok, "elevation_error": el_err}
+    if "shape_at_view" in pred:
+        verdicts["shape_correct_at_view"] = pred["shape_at_view"] == shape_index
+    return verdicts
 
 
 def aggregate(verdicts: dict[str, torch.Tensor], mask: torch.Tensor | None = None) -> dict:
@@ -375,7 +384,7 @@ def aggregate(verdicts: dict[str, torch.Tensor], mask: torch.Tensor | None = Non
         values = values[~values.isnan()]
         return float(values.quantile(q)) if len(values) else None
 
-    return {
+    out = {
         "count": int(mask.sum()),
         "shape_accuracy": mean("shape_correct", mask),
         "color_accuracy": mean("color_correct", mask),
@@ -387,6 +396,9 @@ def aggregate(verdicts: dict[str, torch.Tensor], mask: torch.Tensor | None = Non
         "view_error_p90": quantile("view_error", checked, 0.9),
         "elevation_error_median": quantile("elevation_error", mask, 0.5),
     }
+    if "shape_correct_at_view" in verdicts:
+        out["shape_accuracy_at_requested_view"] = mean("shape_correct_at_view", mask)
+    return out
 
 
 def score_renders(model: RenderClassifier, renders: ShapeRenders, tolerance_deg: float = 45.0) -> dict:
@@ -449,7 +461,7 @@ class SampleSet:
 
 
 def sample_prior(pipe, samples_per_prompt: int = 8, guidance_scale: float = 1.5, steps: int = 50, batch_size: int = 128,
-                 seed: int = 0, view_words: bool = False, progress: bool = True) -> SampleSet:
+                 seed: int = 0, view_words: bool = False, progress: bool = True, view_guidance_scale: float = 0.0) -> SampleSet:
     """Draws `samples_per_prompt` images for every Shapes64 prompt at random cameras
     (`sample_cameras`' training ranges, seeded by `seed`), in batches of `batch_size`; batch k
     draws its noise from a generator seeded with seed x 1000 + k."""
@@ -462,13 +474,15 @@ def sample_prior(pipe, samples_per_prompt: int = 8, guidance_scale: float = 1.5,
         prompts = [f"{p}, {view_word(float(e), float(a))}" for p, e, a in zip(prompts, cameras.elevation, cameras.azimuth)]
     images = []
     starts = range(0, len(prompts), batch_size)
-    bar = tqdm(total=len(prompts), desc=f"sampling the prior ({steps} steps, CFG {guidance_scale:g})", unit="img",
+    bar = tqdm(total=len(prompts), desc=f"sampling the prior ({steps} steps, CFG {guidance_scale:g}, view {view_guidance_scale:g})",
+               unit="img",
                disable=not progress)
     for k, first in enumerate(starts):
         idx = slice(first, first + batch_size)
         generator = torch.Generator().manual_seed(seed * 1000 + k)
         out = pipe(prompts[idx], cameras=cameras[torch.arange(len(prompts))[idx]], guidance_scale=guidance_scale,
-                   num_inference_steps=steps, generator=generator, output_type="pt", progress=False)
+                   view_guidance_scale=view_guidance_scale, num_inference_steps=steps, generator=generator,
+                   output_type="pt", progress=False)
         images.append(out.images.float().cpu())
         bar.update(len(prompts[idx]))
     bar.close()
@@ -516,7 +530,8 @@ def per_prompt(verdicts: dict[str, torch.Tensor], pred: dict[str, torch.Tensor],
 def format_report(result: dict, worst: int = 12) -> str:
     lines = []
     if result["classifier"] is None:
-        lines.append("judge: nearest ground-truth render at each sample's camera (64 (shape, color) pairs; cube / pyramid "
+        lines.append("judge: nearest ground-truth render at each sample's camera (64 (shape, color) pairs, cube / pyramid "
+                     "also turned by 22.5 / 45 / 67.5 deg so that the shape is judged whatever the view; cube / pyramid "
                      "azimuth from 16 turned renders), distances after 2x2 average pooling")
     else:
         val = result["classifier"]["validation"]
@@ -539,6 +554,8 @@ def format_report(result: dict, worst: int = 12) -> str:
         lines.append(f"{name:<34} {_pct(s['shape_accuracy'])} {_pct(s['color_accuracy'])} {_pct(s['accuracy'])} "
                      f"{_pct(s['view_accuracy'])} {_deg(s['view_error_median']):>10} {_deg(s['elevation_error_median']):>12}")
     s = result["samples"]
+    if s.get("shape_accuracy_at_requested_view") is not None:
+        lines.append(f"  (prior shape accuracy judged at the requested view only: {_pct(s['shape_accuracy_at_requested_view'])})")
     if s["view_accuracy_right_shape"] is not None:
         lines.append(f"  (prior view accuracy among cube / pyramid samples classified as the right shape: "
                      f"{_pct(s['view_accuracy_right_shape'])})")
@@ -642,6 +659,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", required=True, help="ShapesPriorPipeline folder or Hub repo id")
     parser.add_argument("--output_dir", default="runs/prior-eval", help="classifier cache, samples, default JSON / grid")
     parser.add_argument("--guidance_scale", type=float, default=1.5, help="CFG scale (see the shapes-prior card)")
+    parser.add_argument("--view_guidance_scale", type=float, default=0.0,
+                        help="view guidance (ShapesPriorPipeline; see the shapes-prior card); 0 = off")
     parser.add_argument("--steps", type=int, default=50, help="DDIM steps")
     parser.add_argument("--samples_per_prompt", type=int, default=8)
     parser.add_argument("--batch_size", type=int, default=128, help="images per sampling batch")
@@ -705,7 +724,7 @@ def main(argv: list[str] | None = None) -> dict:
         samples = load_samples(args.samples)
     else:
         samples = sample_prior(pipe, args.samples_per_prompt, args.guidance_scale, args.steps, args.batch_size,
-                               args.seed, args.view_words, progress)
+                               args.seed, args.view_words, progress, args.view_guidance_scale)
         save_samples(samples, out_dir / "samples.pt")
     timings["sample"] = time.perf_counter() - tic
 
@@ -727,7 +746,7 @@ def main(argv: list[str] | None = None) -> dict:
     summary = aggregate(verdicts)
     result = {
         "model": args.model,
-        "settings": {k: getattr(args, k) for k in ("guidance_scale", "steps", "samples_per_prompt", "batch_size", "seed",
+        "settings": {k: getattr(args, k) for k in ("guidance_scale", "view_guidance_scale", "steps", "samples_per_prompt", "batch_size", "seed",
                                                    "view_words", "view_tolerance", "samples", "judge")} | {"resolution": resolution},
         "acceptance": ACCEPTANCE,
         "passed": all(summary[k] is not None and summary[k] >= v for k, v in ACCEPTANCE.items()),

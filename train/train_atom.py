@@ -100,6 +100,7 @@ class AtomConfig:
     mixed_precision: str = "no"
     # guidance
     guidance_scale: float = 7.5
+    view_guidance_scale: float = 0.0  # camera-conditioned teachers only (teacher.guide)
     min_step_percent: float = 0.02
     max_step_percent: float = 0.98
     max_step_percent_end: float | None = 0.5
@@ -243,7 +244,8 @@ def main(argv: list[str] | None = None) -> None:
     atom_text = PromptEmbeddingCache(pipe.tokenizer, pipe.text_encoder, pipe.config.text_max_length)
     teacher = DiffusionTeacher.from_pretrained(cfg.teacher).to(accelerator.device)
     teacher_text = TeacherPrompts.for_teacher(cfg.teacher)
-    sds = ScoreDistillation(teacher, cfg.guidance_scale, cfg.min_step_percent, cfg.max_step_percent, cfg.max_step_percent_end)
+    sds = ScoreDistillation(teacher, cfg.guidance_scale, cfg.min_step_percent, cfg.max_step_percent, cfg.max_step_percent_end,
+                            cfg.view_guidance_scale)
 
     model = AToMModel(pipe, cfg)
     groups = [

@@ -34,7 +34,7 @@ from common import (  # noqa: E402
     use_cpu_backend,
 )
 
-from atom.data import COLORS, SHAPES, caption, view_word  # noqa: E402
+from atom.data import AZIMUTH_SYMMETRY, COLORS, SHAPES, caption, view_word  # noqa: E402
 from atom.data.renders import ShapeRenders, render_shapes  # noqa: E402
 from atom.guidance.shapes_prior import (  # noqa: E402
     TEXT_MAX_LENGTH,
@@ -62,6 +62,9 @@ class PriorConfig:
     gradient_accumulation_steps: int = 1
     max_grad_norm: float = 1.0
     snr_gamma: float | None = 5.0  # Min-SNR loss weighting (Hang et al. 2023); None: plain MSE
+    # Sampling weight of the renders of shapes whose image shows the azimuth (cube, pyramid:
+    # AZIMUTH_SYMMETRY) relative to the solids of revolution, whose images carry no azimuth cue.
+    view_shape_weight: float = 1.0
     text_dropout: float = 0.1
     synonym_prob: float = 0.3
     view_word_prob: float = 0.5
@@ -91,6 +94,15 @@ def loss_weight(abar: torch.Tensor, v_prediction: bool, snr_gamma: float | None)
         return torch.ones_like(abar)
     snr = abar / (1 - abar).clamp_min(1e-8)
     return snr.clamp(max=snr_gamma) / (snr + 1 if v_prediction else snr.clamp_min(1e-8))
+
+
+def sampling_weights(renders: ShapeRenders, view_shape_weight: float) -> torch.Tensor:
+    """(N,) relative draw probability of each render: `view_shape_weight` for cube and pyramid
+    renders, 1 for the rest."""
+    if view_shape_weight <= 0:
+        raise ValueError(f"view_shape_weight must be positive, got {view_shape_weight}")
+    shows_view = torch.tensor([AZIMUTH_SYMMETRY[name] is not None for name in SHAPES])[renders.shape_index]
+    return torch.where(shows_view, view_shape_weight, 1.0)
 
 
 def load_or_render(cfg: PriorConfig, resolution: int, accelerator: Accelerator) -> ShapeRenders:
@@ -123,6 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     # Captions vary per sample (synonyms, view words); each distinct one is encoded once.
     text_cache = PromptEmbeddingCache(*load_text_encoder(), max_length=TEXT_MAX_LENGTH)
     renders = load_or_render(cfg, resolution, accelerator)
+    weights = sampling_weights(renders, cfg.view_shape_weight)
     logger.info("%d renders at %dx%d, UNet %.2f M params", len(renders), resolution, resolution,
                 sum(p.numel() for p in unet.parameters()) / 1e6)
 
@@ -147,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
         gen = step_generator(cfg.seed, step, accelerator)
         rng = random.Random(gen.initial_seed())
         with accelerator.accumulate(unet):
-            idx = torch.randint(len(renders), (cfg.batch_size,), generator=gen)
+            idx = torch.multinomial(weights, cfg.batch_size, replacement=True, generator=gen)
             x0 = (renders.images[idx].float() / 127.5 - 1).to(accelerator.device)
             embeds, mask = text_cache(sample_captions(renders, idx, rng, cfg))
             drop = torch.rand(cfg.batch_size, generator=gen) < cfg.text_dropout

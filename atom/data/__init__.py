@@ -15,9 +15,10 @@ from .prompts import (
 )
 from .sdf import shape_sdf
 from .voxelize import voxelize
-from .world import COLORS, SHAPES, check_color, check_shape, shape_area, shape_volume
+from .world import AZIMUTH_SYMMETRY, COLORS, SHAPES, check_color, check_shape, shape_area, shape_volume
 
 __all__ = [
+    "AZIMUTH_SYMMETRY",
     "COLORS",
     "HELD_OUT",
     "SEEN",

@@ -13,6 +13,14 @@ import math
 
 SHAPES: tuple[str, ...] = ("sphere", "cube", "cylinder", "cone", "torus", "pyramid", "capsule", "snowman")
 
+# Rotational symmetry order about Y of each primitive: under an orbiting camera with the light
+# at the camera, its image depends on the azimuth modulo 360 / order only. None: a solid of
+# revolution, whose image does not depend on the azimuth at all.
+AZIMUTH_SYMMETRY: dict[str, int | None] = {
+    "sphere": None, "cube": 4, "cylinder": None, "cone": None,
+    "torus": None, "pyramid": 4, "capsule": None, "snowman": None,
+}
+
 COLORS: dict[str, tuple[float, float, float]] = {
     "red": (0.85, 0.10, 0.10),
     "orange": (0.95, 0.50, 0.10),

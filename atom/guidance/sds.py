@@ -19,6 +19,8 @@ class ScoreDistillation(nn.Module):
             schedule at the start of training.
         max_step_percent_end: the upper bound anneals linearly to this value over training
             (None: no annealing).
+        view_guidance_scale: view guidance of a camera-conditioned teacher (`teacher.guide`):
+            pushes each render toward the teacher's idea of its own camera's view (0: off).
     """
 
     def __init__(
@@ -28,17 +30,21 @@ class ScoreDistillation(nn.Module):
         min_step_percent: float = 0.02,
         max_step_percent: float = 0.98,
         max_step_percent_end: float | None = None,
+        view_guidance_scale: float = 0.0,
     ):
         super().__init__()
         if not 0 <= min_step_percent < max_step_percent <= 1:
             raise ValueError(f"need 0 <= min_step_percent < max_step_percent <= 1, got {min_step_percent}, {max_step_percent}")
         if max_step_percent_end is not None and not min_step_percent < max_step_percent_end <= 1:
             raise ValueError(f"max_step_percent_end must be in (min_step_percent, 1], got {max_step_percent_end}")
+        if view_guidance_scale != 0 and not teacher.camera_conditioned:
+            raise ValueError("view_guidance_scale needs a camera-conditioned teacher (this one takes no cameras)")
         self.teacher = teacher
         self.guidance_scale = guidance_scale
         self.min_step_percent = min_step_percent
         self.max_step_percent = max_step_percent
         self.max_step_percent_end = max_step_percent_end
+        self.view_guidance_scale = view_guidance_scale
 
     def timestep_range(self, progress: float) -> tuple[int, int]:
         """Inclusive integer range of t at `progress` in [0, 1] of training."""
@@ -67,7 +73,8 @@ class ScoreDistillation(nn.Module):
         t = torch.randint(low, high + 1, (batch,), generator=generator).to(x.device)
         noise = torch.randn(x.shape, generator=generator).to(x)
         with torch.no_grad():
-            eps_hat = self.teacher.predict_noise(self.teacher.add_noise(x.detach(), noise, t), t, condition, self.guidance_scale)
+            eps_hat = self.teacher.predict_noise(self.teacher.add_noise(x.detach(), noise, t), t, condition, self.guidance_scale,
+                                                 self.view_guidance_scale)
         w = (1 - self.teacher.alphas_cumprod[t]).view(-1, 1, 1, 1).to(x)
         grad = torch.nan_to_num(w * (eps_hat - noise))
         target = (x - grad).detach()  # d(loss)/dx = grad

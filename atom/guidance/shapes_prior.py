@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from ..models.text_encoding import encode_prompts, load_text_encoder
 from ..render.cameras import Cameras, camera_feature_count, sample_cameras
-from .teacher import camera_frequencies
+from .teacher import VIEW_GUIDANCE_OFFSET, camera_frequencies, guide
 
 TEXT_MAX_LENGTH = 16  # MiniLM tokens: "an orange snowman, overhead view" is 9 with [CLS]/[SEP]
 AZIMUTH_FREQUENCIES = 4  # camera features sin/cos(k a), k = 1..4: cube and pyramid repeat every 90 degrees
@@ -126,6 +126,8 @@ class ShapesPriorPipeline(DiffusionPipeline):
         cameras: Cameras | None = None,
         guidance_scale: float = 1.5,
         guidance_rescale: float = 0.0,
+        view_guidance_scale: float = 0.0,
+        view_guidance_offset: float = VIEW_GUIDANCE_OFFSET,
         num_inference_steps: int = 50,
         generator: torch.Generator | None = None,
         output_type: str = "pt",
@@ -140,6 +142,9 @@ class ShapesPriorPipeline(DiffusionPipeline):
             guidance_rescale: phi of Lin et al. 2024 (sec. 3.4): the guided prediction is pulled
                 toward the conditional one's per-image standard deviation, which keeps CFG from
                 overexposing samples of a zero-terminal-SNR model (0 = plain CFG).
+            view_guidance_scale: steers each sample from the camera turned by
+                `view_guidance_offset` degrees toward the requested one (`teacher.guide`; one
+                more UNet pass per step; 0 = off).
             output_type: "pt" for a (B, 3, H, W) tensor in [0, 1], "pil" for PIL images.
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
@@ -151,9 +156,14 @@ class ShapesPriorPipeline(DiffusionPipeline):
             raise ValueError(f"got {len(cameras)} cameras for {batch} prompts")
         embeds, mask = self._text(prompts)
         embeds, mask = embeds.to(self.device, self.unet.dtype), mask.to(self.device)
-        embeds = torch.cat([embeds, torch.zeros_like(embeds)])  # unconditional = zero tokens, as in training
-        mask = torch.cat([mask, torch.ones_like(mask)])
-        camera = camera_features(self.unet, cameras).to(self.device, self.unet.dtype).repeat(2, 1)
+        # Branches of one batched UNet pass: text, zero tokens (unconditional, as in training), text
+        # at the turned camera (view guidance only).
+        camera = camera_features(self.unet, cameras)
+        branches = 3 if view_guidance_scale != 0 else 2
+        embeds = torch.cat([embeds, torch.zeros_like(embeds), embeds][:branches])
+        mask = torch.cat([mask, torch.ones_like(mask), mask][:branches])
+        turned = camera_features(self.unet, cameras.turned(view_guidance_offset))
+        camera = torch.cat([camera, camera, turned][:branches]).to(self.device, self.unet.dtype)
 
         sampler = DDIMScheduler.from_config(self.scheduler.config)
         sampler.set_timesteps(num_inference_steps, device=self.device)
@@ -163,11 +173,12 @@ class ShapesPriorPipeline(DiffusionPipeline):
             abar = sampler.alphas_cumprod[sampler.timesteps[0]].to(x)
             x = abar.sqrt() * self.config.data_mean + (1 - abar).sqrt() * x
         for t in tqdm(sampler.timesteps, desc="sampling", disable=not progress):
-            eps = self.unet(
-                torch.cat([x, x]), t, encoder_hidden_states=embeds, encoder_attention_mask=mask.to(embeds.dtype), class_labels=camera
-            ).sample
-            cond, uncond = eps.chunk(2)
-            guided = uncond + guidance_scale * (cond - uncond)
+            out = self.unet(
+                torch.cat([x] * branches), t, encoder_hidden_states=embeds, encoder_attention_mask=mask.to(embeds.dtype),
+                class_labels=camera,
+            ).sample.chunk(branches)
+            cond = out[0]
+            guided = guide(cond, out[1], guidance_scale, out[2] if branches == 3 else None, view_guidance_scale)
             if guidance_rescale > 0:
                 guided = rescale_noise_cfg(guided, cond, guidance_rescale)
             x = sampler.step(guided, t, x).prev_sample

@@ -33,6 +33,30 @@ def camera_frequencies(unet: UNet2DConditionModel) -> int | None:
     return azimuth_frequencies_for(cfg.projection_class_embeddings_input_dim)
 
 
+# Azimuth offset of the reference view that view guidance steers away from: the Shapes world's
+# cube and pyramid repeat every 90 degrees, so 45 degrees is the view least like the requested one
+# (for an object without symmetry it would be 180).
+VIEW_GUIDANCE_OFFSET = 45.0
+
+
+def guide(cond: torch.Tensor, uncond: torch.Tensor | None, guidance_scale: float,
+          turned: torch.Tensor | None = None, view_guidance_scale: float = 0.0) -> torch.Tensor:
+    """Classifier-free guidance, plus view guidance when `turned` is given:
+
+        uncond + s (cond - uncond) + s_view (cond - turned)
+
+    `cond` / `uncond` are the model outputs with and without the text at the requested camera,
+    `turned` the output with the text at a camera turned away from it. A camera-conditioned
+    model that uses its camera only weakly (the shapes-prior draws views near chance without
+    it) still points from the turned view toward the requested one; this term amplifies that
+    difference, as CFG amplifies the text's. Linear in the outputs, so it applies to epsilon and
+    v alike. `uncond` None: no CFG term."""
+    out = cond if uncond is None else uncond + guidance_scale * (cond - uncond)
+    if turned is not None and view_guidance_scale != 0:
+        out = out + view_guidance_scale * (cond - turned)
+    return out
+
+
 @dataclass
 class TeacherCondition:
     """What the teacher is conditioned on, for a batch of B renders.
@@ -141,51 +165,62 @@ class DiffusionTeacher(nn.Module):
         return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
 
     def predict_noise(
-        self, x_t: torch.Tensor, t: torch.Tensor, condition: TeacherCondition, guidance_scale: float = 7.5
+        self,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        condition: TeacherCondition,
+        guidance_scale: float = 7.5,
+        view_guidance_scale: float = 0.0,
+        view_guidance_offset: float = VIEW_GUIDANCE_OFFSET,
     ) -> torch.Tensor:
-        """Classifier-free-guided noise prediction eps_u + s (eps_c - eps_u). For a v-predicting
-        UNet, eps = sqrt(abar_t) v + sqrt(1 - abar_t) x_t (linear in v, so guiding v is the same).
+        """Classifier-free-guided noise prediction eps_u + s (eps_c - eps_u), plus view guidance
+        for camera-conditioned teachers (see `guide`). For a v-predicting UNet,
+        eps = sqrt(abar_t) v + sqrt(1 - abar_t) x_t (linear in v, so guiding v is the same).
 
         Args:
             x_t: (B, C, h, w) noisy model-space input.
             t: (B,) int64 timesteps.
             condition: text (and camera) condition; without `uncond_embeds` CFG is skipped.
             guidance_scale: s; 1 gives the plain conditional prediction.
+            view_guidance_scale: s_view; 0 skips view guidance (and its extra UNet pass).
+            view_guidance_offset: degrees of azimuth of the turned camera view guidance contrasts with.
 
         Returns:
             (B, C, h, w) in the dtype of `x_t`.
         """
         batch = x_t.shape[0]
-        embeds, mask = condition.embeds, condition.mask
         use_cfg = condition.uncond_embeds is not None and guidance_scale != 1.0
+        use_view = view_guidance_scale != 0
+        if use_view and not self.camera_conditioned:
+            raise ValueError("view guidance needs a camera-conditioned teacher (this one takes no cameras)")
+        if self.camera_conditioned and condition.cameras is None:
+            raise ValueError("this teacher is camera-conditioned: pass TeacherCondition(cameras=...)")
+        # One batched UNet pass over the branches: text at the camera, no text, text at the turned camera.
+        branches = [(condition.embeds, condition.mask, condition.cameras)]
         if use_cfg:
-            uncond_mask = condition.uncond_mask
-            if mask is not None or uncond_mask is not None:
-                ones = lambda e: torch.ones(e.shape[:2], dtype=torch.bool, device=e.device)  # noqa: E731
-                mask = torch.cat([ones(embeds) if mask is None else mask, ones(condition.uncond_embeds) if uncond_mask is None else uncond_mask])
-            embeds = torch.cat([embeds, condition.uncond_embeds])
-            x_in, t_in = torch.cat([x_t, x_t]), torch.cat([t, t])
-        else:
-            x_in, t_in = x_t, t
+            branches.append((condition.uncond_embeds, condition.uncond_mask, condition.cameras))
+        if use_view:
+            branches.append((condition.embeds, condition.mask, condition.cameras.turned(view_guidance_offset)))
+        embeds = torch.cat([e for e, _, _ in branches])
+        mask = None
+        if any(m is not None for _, m, _ in branches):
+            mask = torch.cat([torch.ones(e.shape[:2], dtype=torch.bool, device=e.device) if m is None else m for e, m, _ in branches])
         class_labels = None
         if self.camera_conditioned:
-            if condition.cameras is None:
-                raise ValueError("this teacher is camera-conditioned: pass TeacherCondition(cameras=...)")
-            class_labels = condition.cameras.conditioning(self.camera_frequencies).to(x_t.device, self.unet.dtype)
-            if use_cfg:
-                class_labels = torch.cat([class_labels, class_labels])
+            class_labels = torch.cat([c.conditioning(self.camera_frequencies) for _, _, c in branches]).to(x_t.device, self.unet.dtype)
+        n = len(branches)
         out = self.unet(
-            x_in.to(self.unet.dtype),
-            t_in,
+            torch.cat([x_t] * n).to(self.unet.dtype),
+            torch.cat([t] * n),
             encoder_hidden_states=embeds.to(self.unet.dtype),
             encoder_attention_mask=None if mask is None else mask.to(self.unet.dtype),
             class_labels=class_labels,
         ).sample
         # IF-style UNets also predict a variance: keep the noise channels only.
-        out = out[:, : x_t.shape[1]].to(x_t.dtype)
-        if use_cfg:
-            cond, uncond = out[:batch], out[batch:]
-            out = uncond + guidance_scale * (cond - uncond)
+        outs = list(out[:, : x_t.shape[1]].to(x_t.dtype).split(batch))
+        cond = outs.pop(0)
+        uncond = outs.pop(0) if use_cfg else None
+        out = guide(cond, uncond, guidance_scale, outs.pop(0) if use_view else None, view_guidance_scale)
         if self.prediction_type == "v_prediction":
             abar = self.alphas_cumprod[t].view(-1, 1, 1, 1).to(x_t.dtype)
             out = abar.sqrt() * out + (1 - abar).sqrt() * x_t

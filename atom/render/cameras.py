@@ -81,6 +81,10 @@ class Cameras:
     def to(self, device: torch.device | str) -> "Cameras":
         return Cameras(*(t.to(device) for t in (self.elevation, self.azimuth, self.distance, self.fovy)))
 
+    def turned(self, degrees: float | torch.Tensor) -> "Cameras":
+        """The same cameras orbited about Y by `degrees` of azimuth."""
+        return Cameras(self.elevation, self.azimuth + degrees, self.distance, self.fovy)
+
     @property
     def position(self) -> torch.Tensor:
         """(B, 3) camera centers in world space."""
