@@ -13,7 +13,8 @@ the requested view?
    `<output_dir>/classifier/`; a rerun with the same settings skips training.
 2. The prior draws `--samples_per_prompt` (8) images for each of the 64 Shapes64 prompts at
    random training-range cameras with classifier-free guidance (`--guidance_scale` 1.5, the
-   shipped prior's best scale: higher ones oversaturate its samples; `--steps` 50 DDIM steps), in batches of `--batch_size`, seeded.
+   shipped prior's best scale: higher ones oversaturate its samples; `--steps` 50 DDIM steps), in batches of `--batch_size`, seeded;
+   `--view_guidance_scale` adds view guidance (`atom.guidance.teacher.guide`).
 3. Every sample is classified; the same classifier also scores fresh ground-truth renders at the
    very same cameras (the reference: what a perfect prior would score).
    `--judge nearest` replaces the classifier by the closest of the 64 (shape, color) ground-truth
