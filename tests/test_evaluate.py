@@ -213,8 +213,7 @@ def test_nearest_render_judge_recovers_pairs_and_views():
     turned_shapes = torch.tensor([SHAPES.index("cube"), SHAPES.index("pyramid")]).repeat(4)
     turned_colors = torch.arange(len(turned_shapes)) % len(ep.COLOR_NAMES)
     cams = sample_cameras(len(turned_shapes), generator=torch.Generator().manual_seed(8))
-    turned = ep.render_gt(turned_shapes, turned_colors, Cameras(cams.elevation, cams.azimuth + 45, cams.distance, cams.fovy),
-                          16, seed=5)
+    turned = ep.render_gt(turned_shapes, turned_colors, cams.turned(45), 16, seed=5)
     pred = ep.nearest_render_judge(cams, turned_shapes, turned_colors, 16)(turned)
     v = ep.score_predictions(pred, turned_shapes, turned_colors, cams)
     assert v["shape_correct"].all() and not v["view_correct"].any()

@@ -154,9 +154,7 @@ def nearest_render_judge(cameras: Cameras, shape_index: torch.Tensor, color_inde
     entries = [(s, c, k * period / shape_view_steps) for s in range(len(SHAPES)) for c in range(len(COLOR_NAMES))
                for k in range(shape_view_steps if AZIMUTH_SYMMETRY[SHAPES[s]] is not None else 1)]
     candidates = torch.stack([
-        pooled(render_gt(torch.full((n,), s), torch.full((n,), c), Cameras(cameras.elevation, cameras.azimuth + offset,
-                                                                           cameras.distance, cameras.fovy),
-                         resolution, supersample, 0.0))
+        pooled(render_gt(torch.full((n,), s), torch.full((n,), c), cameras.turned(offset), resolution, supersample, 0.0))
         for s, c, offset in tqdm(entries, desc="nearest-render judge", disable=not progress)
     ], 1)  # (n, entries, 3, h, w)
     entry_shape, entry_color = torch.tensor([e[0] for e in entries]), torch.tensor([e[1] for e in entries])
@@ -165,9 +163,7 @@ def nearest_render_judge(cameras: Cameras, shape_index: torch.Tensor, color_inde
     idx = viewed.nonzero().flatten()
     offsets = torch.arange(view_steps) * (period / view_steps)
     turned = torch.stack([
-        pooled(render_gt(shape_index[idx], color_index[idx], Cameras(cameras.elevation[idx], cameras.azimuth[idx] + offset,
-                                                                     cameras.distance[idx], cameras.fovy[idx]),
-                         resolution, supersample, 0.0))
+        pooled(render_gt(shape_index[idx], color_index[idx], cameras[idx].turned(offset), resolution, supersample, 0.0))
         for offset in offsets.tolist()
     ], 1) if len(idx) else None  # (m, view_steps, 3, h, w)
 
@@ -476,8 +472,7 @@ def sample_prior(pipe, samples_per_prompt: int = 8, guidance_scale: float = 1.5,
     images = []
     starts = range(0, len(prompts), batch_size)
     bar = tqdm(total=len(prompts), desc=f"sampling the prior ({steps} steps, CFG {guidance_scale:g}, view {view_guidance_scale:g})",
-               unit="img",
-               disable=not progress)
+               unit="img", disable=not progress)
     for k, first in enumerate(starts):
         idx = slice(first, first + batch_size)
         generator = torch.Generator().manual_seed(seed * 1000 + k)

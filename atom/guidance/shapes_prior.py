@@ -159,11 +159,13 @@ class ShapesPriorPipeline(DiffusionPipeline):
         # Branches of one batched UNet pass: text, zero tokens (unconditional, as in training), text
         # at the turned camera (view guidance only).
         camera = camera_features(self.unet, cameras)
-        branches = 3 if view_guidance_scale != 0 else 2
-        embeds = torch.cat([embeds, torch.zeros_like(embeds), embeds][:branches])
-        mask = torch.cat([mask, torch.ones_like(mask), mask][:branches])
-        turned = camera_features(self.unet, cameras.turned(view_guidance_offset))
-        camera = torch.cat([camera, camera, turned][:branches]).to(self.device, self.unet.dtype)
+        embeds, mask, camera = [embeds, torch.zeros_like(embeds)], [mask, torch.ones_like(mask)], [camera, camera]
+        if view_guidance_scale != 0:
+            embeds, mask = embeds + embeds[:1], mask + mask[:1]
+            camera.append(camera_features(self.unet, cameras.turned(view_guidance_offset)))
+        branches = len(embeds)
+        embeds, mask = torch.cat(embeds), torch.cat(mask)
+        camera = torch.cat(camera).to(self.device, self.unet.dtype)
 
         sampler = DDIMScheduler.from_config(self.scheduler.config)
         sampler.set_timesteps(num_inference_steps, device=self.device)
