@@ -190,3 +190,20 @@ def test_view_shape_weight_oversamples_cube_and_pyramid():
     assert torch.equal(train_prior.sampling_weights(renders, 1.0), torch.ones(len(shape_index)))
     with pytest.raises(ValueError, match="view_shape_weight must be positive"):
         train_prior.sampling_weights(renders, 0.0)
+
+
+def test_init_from_fine_tunes_a_saved_prior(run, tmp_path):
+    """`--init_from` starts from a saved prior's UNet (and scheduler), not from a fresh one: with
+    a zero learning rate its weights come out unchanged; a missing folder is a clear error."""
+    start = run["out"] / "pipeline"
+    out = tmp_path / "finetune"
+    train_prior.main(["--config", str(CONFIG), "--output_dir", str(out), "--init_from", str(start),
+                      "--max_train_steps", "1", "--learning_rate", "0"])
+    before = ShapesPriorPipeline.from_pretrained(start)
+    after = ShapesPriorPipeline.from_pretrained(out / "pipeline")
+    for name, value in before.unet.state_dict().items():
+        torch.testing.assert_close(after.unet.state_dict()[name], value, rtol=0, atol=0, msg=name)
+    assert after.scheduler.config.prediction_type == before.scheduler.config.prediction_type
+    with pytest.raises(ValueError, match="neither a valid local path nor a valid repo id"):
+        train_prior.main(["--config", str(CONFIG), "--output_dir", str(tmp_path / "x"),
+                          "--init_from", str(tmp_path / "no-such-prior")])

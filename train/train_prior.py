@@ -2,6 +2,8 @@
 
     accelerate launch train/train_prior.py --config train/configs/prior_shapes.yaml
     accelerate launch train/train_prior.py --config train/configs/prior_shapes.yaml --resume_from_checkpoint latest
+    accelerate launch train/train_prior.py --config train/configs/prior_shapes.yaml \
+        --init_from pretrained/shapes-prior --output_dir runs/prior-finetune --max_train_steps 1000
 
 Data: renders of all 64 (shape, color) pairs from random cameras, shaded like AToM's training
 renders. Conditioning: MiniLM token embeddings of a caption (synonyms, view words), and the
@@ -52,6 +54,9 @@ logger = logging.getLogger("train_prior")
 class PriorConfig:
     output_dir: str = "runs/shapes-prior"
     preset: str = "shapes"  # UNet size, see atom.guidance.shapes_prior.PRIOR_PRESETS
+    # A ShapesPriorPipeline folder (or Hub id) whose UNet the run fine-tunes (its EMA starts
+    # there too) instead of building `preset` from scratch.
+    init_from: str | None = None
     views_per_pair: int = 256
     supersample: int = 2
     batch_size: int = 32
@@ -129,8 +134,12 @@ def main(argv: list[str] | None = None) -> None:
     if accelerator.is_main_process:
         (out_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
 
-    unet = build_prior_unet(cfg.preset)
-    scheduler = build_prior_scheduler()
+    if cfg.init_from:
+        initial = ShapesPriorPipeline.from_pretrained(cfg.init_from)
+        unet, scheduler = initial.unet, initial.scheduler
+        logger.info("fine-tuning the UNet of %s", cfg.init_from)
+    else:
+        unet, scheduler = build_prior_unet(cfg.preset), build_prior_scheduler()
     resolution = unet.config.sample_size
     # Captions vary per sample (synonyms, view words); each distinct one is encoded once.
     text_cache = PromptEmbeddingCache(*load_text_encoder(), max_length=TEXT_MAX_LENGTH)
