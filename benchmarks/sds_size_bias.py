@@ -1,15 +1,21 @@
-"""Does a teacher's score distillation hold the true primitives at their true size?
+"""Does a teacher's score distillation hold the true primitives at their true size and place?
 
     python benchmarks/sds_size_bias.py --teacher pretrained/shapes-prior
     python benchmarks/sds_size_bias.py --teacher pretrained/shapes-prior --scales 0.9 1.0 1.1 --draws 64
+    python benchmarks/sds_size_bias.py --deformation shift_y --values -0.1 0 0.1 --shapes cone
 
-Each ground-truth Shapes-world mesh is scaled by s about its center and rendered as stage 2
+Each ground-truth Shapes-world mesh is deformed by a parameter p and rendered as stage 2
 renders AToM (rasterized at --resolution, lambertian, lights near the camera, white background,
-view-dependent prompts); the SDS gradient d loss / d log s is averaged over --draws random
-cameras, timesteps and noises. Gradient descent moves log s against it: a positive mean shrinks
-the object, a negative one grows it. A teacher whose samples match the data gives a mean near 0
-at s = 1, negative below and positive above; the s where the sign changes is the size SDS
-drives a mesh to. Prints, per shape and scale, the mean and its standard error.
+view-dependent prompts); the SDS gradient d loss / d p is averaged over --draws random cameras,
+timesteps and noises. `--deformation`:
+  scale      verts * s about the center, p = log s (--scales / --values are s);
+  stretch_y  y * s (height only), p = log s;
+  shift_y    y + d (moved up by d world units), p = d.
+Gradient descent moves p against the mean: for scale, a positive mean shrinks the object, a
+negative one grows it; for shift_y, a positive mean moves it down. A teacher whose samples match
+the data gives a mean near 0 at the true mesh (s = 1, d = 0), of opposite signs on either side;
+where the sign changes is where SDS drives a mesh to. Prints, per shape and value, the mean and
+its standard error.
 """
 from __future__ import annotations
 
@@ -26,10 +32,26 @@ from atom.guidance.sds import ScoreDistillation
 from atom.guidance.teacher_prompts import TeacherPrompts
 from atom.render import render_mesh, sample_cameras, sample_light_directions
 
+DEFORMATIONS = ("scale", "stretch_y", "shift_y")
 
-def size_gradients(teacher: DiffusionTeacher, prompts: TeacherPrompts, shape: str, scale: float, draws: int,
-                   resolution: int, batch: int, guidance_scale: float, max_step_percent: float, seed: int) -> torch.Tensor:
-    """(draws,) d SDS / d log s, one per render (each with its own camera, light, color, t, noise)."""
+
+def deform(verts: torch.Tensor, deformation: str, p: torch.Tensor) -> torch.Tensor:
+    """(V, 3) vertices moved by the scalar parameter `p` (see the module docstring)."""
+    if deformation == "scale":
+        return verts * p.exp()
+    axis = torch.tensor([0.0, 1.0, 0.0])
+    if deformation == "stretch_y":
+        return verts * (1 + axis * (p.exp() - 1))
+    if deformation == "shift_y":
+        return verts + axis * p
+    raise ValueError(f"unknown deformation {deformation!r}; one of {DEFORMATIONS}")
+
+
+def deformation_gradients(teacher: DiffusionTeacher, prompts: TeacherPrompts, shape: str, value: float, draws: int,
+                   resolution: int, batch: int, guidance_scale: float, max_step_percent: float, seed: int,
+                   deformation: str = "scale") -> torch.Tensor:
+    """(draws,) d SDS / d p at the deformation `value` (s, or d for shift_y), one per render
+    (each with its own camera, light, color, t, noise)."""
     sds = ScoreDistillation(teacher, guidance_scale, 0.02, max_step_percent)
     gen = torch.Generator().manual_seed(seed)
     colors = list(COLORS)
@@ -40,16 +62,17 @@ def size_gradients(teacher: DiffusionTeacher, prompts: TeacherPrompts, shape: st
         cams = sample_cameras(n, generator=gen)
         light = sample_light_directions(cams, 30.0, generator=gen)
         color_idx = torch.randint(len(colors), (n,), generator=gen).tolist()
-        log_s = torch.full((n,), float(torch.tensor(scale).log()), requires_grad=True)
+        start_p = value if deformation == "shift_y" else float(torch.tensor(value).log())
+        p = torch.full((n,), start_p, requires_grad=True)
         images = []
         for i, c in enumerate(color_idx):
             base = meshes[c]
-            mesh = Mesh(base.verts * log_s[i].exp(), base.faces, base.colors)
+            mesh = Mesh(deform(base.verts, deformation, p[i]), base.faces, base.colors)
             images.append(render_mesh(mesh, cams[i : i + 1], resolution, light[i : i + 1], "lambertian", BACKGROUND)["rgb"])
         texts = [f"a {colors[c]} {shape}, {view_word(float(e), float(a))}"
                  for c, e, a in zip(color_idx, cams.elevation, cams.azimuth)]
         loss = sds(torch.cat(images), prompts.condition(texts, cams), generator=gen)["loss"]
-        (grad,) = torch.autograd.grad(loss * n, log_s)  # the loss is a batch mean; per-render gradients
+        (grad,) = torch.autograd.grad(loss * n, p)  # the loss is a batch mean; per-render gradients
         grads.append(grad)
     return torch.cat(grads)
 
@@ -58,7 +81,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--teacher", default="pretrained/shapes-prior")
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
-    parser.add_argument("--scales", nargs="+", type=float, default=[0.9, 1.0, 1.1])
+    parser.add_argument("--deformation", choices=DEFORMATIONS, default="scale")
+    parser.add_argument("--values", "--scales", nargs="+", type=float, default=None,
+                        help="s for scale / stretch_y (default 0.9 1.0 1.1), d for shift_y (default -0.1 0 0.1)")
     parser.add_argument("--draws", type=int, default=64)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--resolution", type=int, default=64, help="render side in pixels (stage 2 of shapes64.yaml)")
@@ -68,17 +93,22 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
+    values = args.values or ([-0.1, 0.0, 0.1] if args.deformation == "shift_y" else [0.9, 1.0, 1.1])
     teacher = DiffusionTeacher.from_pretrained(args.teacher)
     prompts = TeacherPrompts.for_teacher(args.teacher)
     rows = []
     for shape in args.shapes:
-        for scale in args.scales:
-            g = size_gradients(teacher, prompts, shape, scale, args.draws, args.resolution, args.batch,
-                               args.guidance_scale, args.max_step_percent, args.seed)
-            rows.append({"shape": shape, "scale": scale, "mean": g.mean().item(), "stderr": (g.std() / len(g) ** 0.5).item()})
+        for value in values:
+            g = deformation_gradients(teacher, prompts, shape, value, args.draws, args.resolution, args.batch,
+                               args.guidance_scale, args.max_step_percent, args.seed, args.deformation)
+            rows.append({"shape": shape, "deformation": args.deformation, "value": value, "mean": g.mean().item(),
+                         "stderr": (g.std() / len(g) ** 0.5).item()})
             if not args.json:
                 r = rows[-1]
-                print(f"{shape:9s} s={scale:4.2f}  dL/dlog s = {r['mean']:+8.1f} +- {r['stderr']:6.1f}", flush=True)
+                name = "d" if args.deformation == "shift_y" else "s"
+                param = "d" if args.deformation == "shift_y" else "log s"
+                print(f"{shape:9s} {args.deformation} {name}={value:+5.2f}  dL/d{param} = {r['mean']:+8.1f} +- {r['stderr']:6.1f}",
+                      flush=True)
     if args.json:
         print(json.dumps(rows, indent=2))
 
