@@ -10,7 +10,8 @@ view-dependent prompts); the SDS gradient d loss / d p is averaged over --draws 
 timesteps and noises. `--deformation`:
   scale      verts * s about the center, p = log s (--scales / --values are s);
   stretch_y  y * s (height only), p = log s;
-  shift_y    y + d (moved up by d world units), p = d.
+  shift_y    y + d (moved up by d world units), p = d;
+  rotate_y   turned about Y by a degrees, p = a in radians (the view of cube and pyramid).
 Gradient descent moves p against the mean: for scale, a positive mean shrinks the object, a
 negative one grows it; for shift_y, a positive mean moves it down. A teacher whose samples match
 the data gives a mean near 0 at the true mesh (s = 1, d = 0), of opposite signs on either side;
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 
 import torch
 
@@ -32,7 +34,8 @@ from atom.guidance.sds import ScoreDistillation
 from atom.guidance.teacher_prompts import TeacherPrompts
 from atom.render import render_mesh, sample_cameras, sample_light_directions
 
-DEFORMATIONS = ("scale", "stretch_y", "shift_y")
+DEFORMATIONS = ("scale", "stretch_y", "shift_y", "rotate_y")
+ADDITIVE = {"shift_y": "d", "rotate_y": "a"}  # deformations whose parameter is the value itself, not its log
 
 
 def deform(verts: torch.Tensor, deformation: str, p: torch.Tensor) -> torch.Tensor:
@@ -44,15 +47,18 @@ def deform(verts: torch.Tensor, deformation: str, p: torch.Tensor) -> torch.Tens
         return verts * (1 + axis * (p.exp() - 1))
     if deformation == "shift_y":
         return verts + axis * p
+    if deformation == "rotate_y":
+        x, y, z = verts.unbind(-1)
+        return torch.stack([p.cos() * x + p.sin() * z, y, -p.sin() * x + p.cos() * z], -1)
     raise ValueError(f"unknown deformation {deformation!r}; one of {DEFORMATIONS}")
 
 
 def deformation_gradients(teacher: DiffusionTeacher, prompts: TeacherPrompts, shape: str, value: float, draws: int,
                    resolution: int, batch: int, guidance_scale: float, max_step_percent: float, seed: int,
-                   deformation: str = "scale") -> torch.Tensor:
-    """(draws,) d SDS / d p at the deformation `value` (s, or d for shift_y), one per render
-    (each with its own camera, light, color, t, noise)."""
-    sds = ScoreDistillation(teacher, guidance_scale, 0.02, max_step_percent)
+                   deformation: str = "scale", view_guidance_scale: float = 0.0) -> torch.Tensor:
+    """(draws,) d SDS / d p at the deformation `value` (s; d for shift_y; degrees for rotate_y),
+    one per render (each with its own camera, light, color, t, noise)."""
+    sds = ScoreDistillation(teacher, guidance_scale, 0.02, max_step_percent, view_guidance_scale=view_guidance_scale)
     gen = torch.Generator().manual_seed(seed)
     colors = list(COLORS)
     meshes = [mesh_for(shape, c) for c in colors]
@@ -62,7 +68,8 @@ def deformation_gradients(teacher: DiffusionTeacher, prompts: TeacherPrompts, sh
         cams = sample_cameras(n, generator=gen)
         light = sample_light_directions(cams, 30.0, generator=gen)
         color_idx = torch.randint(len(colors), (n,), generator=gen).tolist()
-        start_p = value if deformation == "shift_y" else float(torch.tensor(value).log())
+        start_p = {"shift_y": value, "rotate_y": math.radians(value)}.get(deformation) if deformation in ADDITIVE \
+            else math.log(value)
         p = torch.full((n,), start_p, requires_grad=True)
         images = []
         for i, c in enumerate(color_idx):
@@ -83,30 +90,34 @@ def main() -> None:
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     parser.add_argument("--deformation", choices=DEFORMATIONS, default="scale")
     parser.add_argument("--values", "--scales", nargs="+", type=float, default=None,
-                        help="s for scale / stretch_y (default 0.9 1.0 1.1), d for shift_y (default -0.1 0 0.1)")
+                        help="s for scale / stretch_y (default 0.9 1.0 1.1), d for shift_y (default -0.1 0 0.1), "
+                             "degrees for rotate_y (default -22.5 0 22.5)")
     parser.add_argument("--draws", type=int, default=64)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--resolution", type=int, default=64, help="render side in pixels (stage 2 of shapes64.yaml)")
     parser.add_argument("--guidance_scale", type=float, default=7.5)
+    parser.add_argument("--view_guidance_scale", type=float, default=0.0)
     parser.add_argument("--max_step_percent", type=float, default=0.98)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    values = args.values or ([-0.1, 0.0, 0.1] if args.deformation == "shift_y" else [0.9, 1.0, 1.1])
+    defaults = {"shift_y": [-0.1, 0.0, 0.1], "rotate_y": [-22.5, 0.0, 22.5]}
+    values = args.values or defaults.get(args.deformation, [0.9, 1.0, 1.1])
     teacher = DiffusionTeacher.from_pretrained(args.teacher)
     prompts = TeacherPrompts.for_teacher(args.teacher)
     rows = []
     for shape in args.shapes:
         for value in values:
             g = deformation_gradients(teacher, prompts, shape, value, args.draws, args.resolution, args.batch,
-                               args.guidance_scale, args.max_step_percent, args.seed, args.deformation)
+                               args.guidance_scale, args.max_step_percent, args.seed, args.deformation,
+                               args.view_guidance_scale)
             rows.append({"shape": shape, "deformation": args.deformation, "value": value, "mean": g.mean().item(),
                          "stderr": (g.std() / len(g) ** 0.5).item()})
             if not args.json:
                 r = rows[-1]
-                name = "d" if args.deformation == "shift_y" else "s"
-                param = "d" if args.deformation == "shift_y" else "log s"
+                name = ADDITIVE.get(args.deformation, "s")
+                param = {"shift_y": "d", "rotate_y": "a (rad)"}.get(args.deformation, "log s")
                 print(f"{shape:9s} {args.deformation} {name}={value:+5.2f}  dL/d{param} = {r['mean']:+8.1f} +- {r['stderr']:6.1f}",
                       flush=True)
     if args.json:
