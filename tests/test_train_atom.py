@@ -259,6 +259,17 @@ def test_model_card_of_a_run_in_two_stages_then_with_metrics(prior_teacher, tmp_
     folder = stage2 / "pipeline"
     summary = json.loads((folder / "training_summary.json").read_text())
     assert summary["stage_seconds"]["1"] == 0 and summary["earlier_stage_seconds"]["1"] > 0
+
+    # A stage-1 fine-tune of the stage-1 folder adds its time to that stage's, and carries both commands.
+    tuned = tmp_path / "s1-tuned"
+    train_atom.main([*base, "--stage", "1", "--init_from", str(stage1 / "pipeline"), "--output_dir", str(tuned)])
+    first = json.loads((stage1 / "pipeline" / "training_summary.json").read_text())
+    second = json.loads((tuned / "pipeline" / "training_summary.json").read_text())
+    assert second["earlier_stage_seconds"] == {"1": first["stage_seconds"]["1"]}
+    assert load_train_script("card").training_time(second) == {
+        "stage 1": first["stage_seconds"]["1"] + second["stage_seconds"]["1"]}
+    assert second["training_command"].count("train_atom.py") == 2
+
     card = (folder / "README.md").read_text()
     assert "library_name: diffusers" in card and "pipeline_tag: text-to-3d" in card
     assert f"`{prior_teacher}`" in card

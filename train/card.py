@@ -57,10 +57,19 @@ def card_data(
     return {key: value for key, value in data.items() if value is not None}  # missing: left out
 
 
+def stage_seconds_total(summary: dict) -> dict[str, float]:
+    """{"k": seconds} of each stage, summed over this run and the runs it started from
+    (`earlier_stage_seconds`): a fine-tune of a stage adds to that stage's time."""
+    seconds = dict(summary.get("earlier_stage_seconds", {}))
+    for k, v in summary.get("stage_seconds", {}).items():
+        if v > 0:
+            seconds[k] = seconds.get(k, 0.0) + v
+    return seconds
+
+
 def training_time(summary: dict) -> dict[str, float]:
-    """{"stage k": seconds} over this run and the run it started from (`earlier_stage_seconds`)."""
-    seconds = {**summary.get("earlier_stage_seconds", {})}
-    seconds.update({k: v for k, v in summary.get("stage_seconds", {}).items() if v > 0})
+    """{"stage k": seconds} over this run and the runs it started from."""
+    seconds = stage_seconds_total(summary)
     return {f"stage {k}": seconds[k] for k in sorted(seconds)}
 
 

@@ -47,7 +47,7 @@ from common import (  # noqa: E402
     step_generator,
     use_cpu_backend,
 )
-from card import SUMMARY_FILE, card_data, write_card  # noqa: E402
+from card import SUMMARY_FILE, card_data, stage_seconds_total, write_card  # noqa: E402
 from prompt_sets import NAMED_SETS, load_prompts  # noqa: E402
 from validation import save_validation  # noqa: E402
 
@@ -341,8 +341,8 @@ def main(argv: list[str] | None = None) -> None:
 
 def card_facts(cfg: AtomConfig, argv: list[str], prompts: list[str], steps: int, accelerator: Accelerator) -> dict:
     """What the model card says about the run (kept in training_summary.json). A run that
-    starts from a folder train_atom.py saved (`--stage 2 --init_from runs/s1/pipeline`) also
-    carries that run's command and the time of the stages it trained and this run did not."""
+    starts from a folder train_atom.py saved (`--stage 2 --init_from runs/s1/pipeline`, or a
+    stage-1 fine-tune of a stage-1 folder) also carries that run's commands and stage times."""
     named = cfg.prompts if isinstance(cfg.prompts, str) and cfg.prompts in NAMED_SETS else None
     stages = {0: "stage 1 then 2", 1: "stage 1 only", 2: "stage 2 only"}[cfg.stage]
     command = f"accelerate launch train/{Path(__file__).name} {shlex.join(argv)}"
@@ -358,8 +358,7 @@ def card_facts(cfg: AtomConfig, argv: list[str], prompts: list[str], steps: int,
             f"{accelerator.num_processes} process(es) on {accelerator.device.type}, "
             f"{torch.get_num_threads()} thread(s) each, {steps} steps ({stages}), "
             f"{cfg.prompts_per_step} prompts x {cfg.views_per_prompt} view(s) per step")])),
-        "earlier_stage_seconds": {k: v for k, v in earlier.get("stage_seconds", {}).items()
-                                  if v > 0 and (cfg.stage not in (0, int(k)))},
+        "earlier_stage_seconds": stage_seconds_total(earlier),
     }
 
 
