@@ -23,6 +23,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 
@@ -34,8 +36,20 @@ from atom.guidance.sds import ScoreDistillation
 from atom.guidance.teacher_prompts import TeacherPrompts
 from atom.render import render_mesh, sample_cameras, sample_light_directions
 
-DEFORMATIONS = ("scale", "stretch_y", "shift_y", "rotate_y")
-ADDITIVE = {"shift_y": "d", "rotate_y": "a"}  # deformations whose parameter is the value itself, not its log
+
+class Deformation(NamedTuple):
+    value_name: str  # what --values gives
+    param_name: str  # p, the parameter the gradient is taken with respect to
+    to_param: Callable[[float], float]  # value -> p
+    default_values: tuple[float, ...]
+
+
+DEFORMATIONS = {
+    "scale": Deformation("s", "log s", math.log, (0.9, 1.0, 1.1)),
+    "stretch_y": Deformation("s", "log s", math.log, (0.9, 1.0, 1.1)),
+    "shift_y": Deformation("d", "d", float, (-0.1, 0.0, 0.1)),
+    "rotate_y": Deformation("a", "a (rad)", math.radians, (-22.5, 0.0, 22.5)),
+}
 
 
 def deform(verts: torch.Tensor, deformation: str, p: torch.Tensor) -> torch.Tensor:
@@ -50,26 +64,25 @@ def deform(verts: torch.Tensor, deformation: str, p: torch.Tensor) -> torch.Tens
     if deformation == "rotate_y":
         x, y, z = verts.unbind(-1)
         return torch.stack([p.cos() * x + p.sin() * z, y, -p.sin() * x + p.cos() * z], -1)
-    raise ValueError(f"unknown deformation {deformation!r}; one of {DEFORMATIONS}")
+    raise ValueError(f"unknown deformation {deformation!r}; one of {list(DEFORMATIONS)}")
 
 
 def deformation_gradients(teacher: DiffusionTeacher, prompts: TeacherPrompts, shape: str, value: float, draws: int,
-                   resolution: int, batch: int, guidance_scale: float, max_step_percent: float, seed: int,
-                   deformation: str = "scale", view_guidance_scale: float = 0.0) -> torch.Tensor:
+                          resolution: int, batch: int, guidance_scale: float, max_step_percent: float, seed: int,
+                          deformation: str = "scale", view_guidance_scale: float = 0.0) -> torch.Tensor:
     """(draws,) d SDS / d p at the deformation `value` (s; d for shift_y; degrees for rotate_y),
     one per render (each with its own camera, light, color, t, noise)."""
     sds = ScoreDistillation(teacher, guidance_scale, 0.02, max_step_percent, view_guidance_scale=view_guidance_scale)
     gen = torch.Generator().manual_seed(seed)
     colors = list(COLORS)
     meshes = [mesh_for(shape, c) for c in colors]
+    start_p = DEFORMATIONS[deformation].to_param(value)
     grads = []
     for start in range(0, draws, batch):
         n = min(batch, draws - start)
         cams = sample_cameras(n, generator=gen)
         light = sample_light_directions(cams, 30.0, generator=gen)
         color_idx = torch.randint(len(colors), (n,), generator=gen).tolist()
-        start_p = {"shift_y": value, "rotate_y": math.radians(value)}.get(deformation) if deformation in ADDITIVE \
-            else math.log(value)
         p = torch.full((n,), start_p, requires_grad=True)
         images = []
         for i, c in enumerate(color_idx):
@@ -88,7 +101,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--teacher", default="pretrained/shapes-prior")
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
-    parser.add_argument("--deformation", choices=DEFORMATIONS, default="scale")
+    parser.add_argument("--deformation", choices=list(DEFORMATIONS), default="scale")
     parser.add_argument("--values", "--scales", nargs="+", type=float, default=None,
                         help="s for scale / stretch_y (default 0.9 1.0 1.1), d for shift_y (default -0.1 0 0.1), "
                              "degrees for rotate_y (default -22.5 0 22.5)")
@@ -102,24 +115,22 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    defaults = {"shift_y": [-0.1, 0.0, 0.1], "rotate_y": [-22.5, 0.0, 22.5]}
-    values = args.values or defaults.get(args.deformation, [0.9, 1.0, 1.1])
+    kind = DEFORMATIONS[args.deformation]
+    values = args.values or list(kind.default_values)
     teacher = DiffusionTeacher.from_pretrained(args.teacher)
     prompts = TeacherPrompts.for_teacher(args.teacher)
     rows = []
     for shape in args.shapes:
         for value in values:
             g = deformation_gradients(teacher, prompts, shape, value, args.draws, args.resolution, args.batch,
-                               args.guidance_scale, args.max_step_percent, args.seed, args.deformation,
-                               args.view_guidance_scale)
+                                      args.guidance_scale, args.max_step_percent, args.seed, args.deformation,
+                                      args.view_guidance_scale)
             rows.append({"shape": shape, "deformation": args.deformation, "value": value, "mean": g.mean().item(),
                          "stderr": (g.std() / len(g) ** 0.5).item()})
             if not args.json:
                 r = rows[-1]
-                name = ADDITIVE.get(args.deformation, "s")
-                param = {"shift_y": "d", "rotate_y": "a (rad)"}.get(args.deformation, "log s")
-                print(f"{shape:9s} {args.deformation} {name}={value:+5.2f}  dL/d{param} = {r['mean']:+8.1f} +- {r['stderr']:6.1f}",
-                      flush=True)
+                print(f"{shape:9s} {args.deformation} {kind.value_name}={value:+5.2f}  dL/d{kind.param_name} = "
+                      f"{r['mean']:+8.1f} +- {r['stderr']:6.1f}", flush=True)
     if args.json:
         print(json.dumps(rows, indent=2))
 
