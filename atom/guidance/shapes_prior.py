@@ -124,7 +124,7 @@ class ShapesPriorPipeline(DiffusionPipeline):
         self,
         prompt: str | list[str],
         cameras: Cameras | None = None,
-        guidance_scale: float = 1.5,
+        guidance_scale: float = 1.25,
         guidance_rescale: float = 0.0,
         view_guidance_scale: float = 0.0,
         view_guidance_offset: float = VIEW_GUIDANCE_OFFSET,
