@@ -1,22 +1,34 @@
-"""Does a teacher's score distillation hold the true primitives at their true size and place?
+"""Does a teacher's score distillation hold a shape at its true size and place?
 
     python benchmarks/sds_size_bias.py --teacher pretrained/shapes-prior
     python benchmarks/sds_size_bias.py --teacher pretrained/shapes-prior --scales 0.9 1.0 1.1 --draws 64
     python benchmarks/sds_size_bias.py --deformation shift_y --values -0.1 0 0.1 --shapes cone
+    python benchmarks/sds_size_bias.py --renderer neus --resolution 32 --max_step_percent 0.6
+    python benchmarks/sds_size_bias.py --model pretrained/atom-shapes64 --deformation hole --shapes torus
 
-Each ground-truth Shapes-world mesh is deformed by a parameter p and rendered as stage 2
-renders AToM (rasterized at --resolution, lambertian, lights near the camera, white background,
-view-dependent prompts); the SDS gradient d loss / d p is averaged over --draws random cameras,
-timesteps and noises. `--deformation`:
-  scale      verts * s about the center, p = log s (--scales / --values are s);
+Each Shapes-world shape is deformed by a parameter p and rendered (lambertian, lights near the
+camera, white background, view-dependent prompts); the SDS gradient d loss / d p is averaged
+over --draws random cameras, colors, timesteps and noises. What is rendered:
+  --renderer raster  the ground-truth mesh, rasterized as stage 2 renders AToM (default);
+  --renderer neus    the exact SDF, volume rendered as stage 1 renders AToM (NeuS, --samples,
+                     --sharpness);
+  --model PIPELINE   the SDF and colors an AToM pipeline generates for "a {color} {shape}",
+                     volume rendered as stage 1 does (implies --renderer neus): where SDS would
+                     move the trained model's shapes.
+`--deformation`:
+  scale      points * s about the center, p = log s (--scales / --values are s);
   stretch_y  y * s (height only), p = log s;
   shift_y    y + d (moved up by d world units), p = d;
-  rotate_y   turned about Y by a degrees, p = a in radians (the view of cube and pyramid).
-Gradient descent moves p against the mean: for scale, a positive mean shrinks the object, a
-negative one grows it; for shift_y, a positive mean moves it down. A teacher whose samples match
-the data gives a mean near 0 at the true mesh (s = 1, d = 0), of opposite signs on either side;
-where the sign changes is where SDS drives a mesh to. Prints, per shape and value, the mean and
-its standard error.
+  rotate_y   turned about Y by a degrees, p = a in radians (the view of cube and pyramid);
+  hole       (SDFs only) a vertical hole of radius r carved along the Y axis, p = r;
+  cut_below  (SDFs only) everything below y = c cut off, p = c.
+An SDF is moved by evaluating it at the inversely moved point (a distance field again up to
+the factor s of scale and stretch_y). Gradient descent moves p against the mean: for scale, a
+positive mean shrinks the object, a negative one grows it; for shift_y, a positive mean moves
+it down; for hole, a negative mean widens the hole. A teacher whose samples match the data
+gives a mean near 0 at the true shape (s = 1, d = 0), of opposite signs on either side; where
+the sign changes is where SDS drives a shape to. Prints, per shape and value, the mean and its
+standard error.
 """
 from __future__ import annotations
 
@@ -30,11 +42,20 @@ import torch
 
 from atom.data import COLORS, SHAPES, view_word
 from atom.data.renders import BACKGROUND, mesh_for
+from atom.data.sdf import shape_sdf
 from atom.geometry import Mesh
 from atom.guidance import DiffusionTeacher
 from atom.guidance.sds import ScoreDistillation
 from atom.guidance.teacher_prompts import TeacherPrompts
-from atom.render import render_mesh, sample_cameras, sample_light_directions
+from atom.render import NeuSRenderer, render_mesh, sample_cameras, sample_light_directions
+from atom.render.neus import Field
+
+Y = torch.tensor([0.0, 1.0, 0.0])
+
+
+def _rotate_y(points: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    x, y, z = points.unbind(-1)
+    return torch.stack([a.cos() * x + a.sin() * z, y, -a.sin() * x + a.cos() * z], -1)
 
 
 class Deformation(NamedTuple):
@@ -42,56 +63,81 @@ class Deformation(NamedTuple):
     param_name: str  # p, the parameter the gradient is taken with respect to
     to_param: Callable[[float], float]  # value -> p
     default_values: tuple[float, ...]
+    # (..., 3) points and p (...,) (or a scalar) -> the points moved by p; None: carves an SDF instead
+    move: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    # (..., 3) points, p -> (...,) SDF of the region carved away (the deformed SDF is max(sdf, carve))
+    carve: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
 
 
 DEFORMATIONS = {
-    "scale": Deformation("s", "log s", math.log, (0.9, 1.0, 1.1)),
-    "stretch_y": Deformation("s", "log s", math.log, (0.9, 1.0, 1.1)),
-    "shift_y": Deformation("d", "d", float, (-0.1, 0.0, 0.1)),
-    "rotate_y": Deformation("a", "a (rad)", math.radians, (-22.5, 0.0, 22.5)),
+    "scale": Deformation("s", "log s", math.log, (0.9, 1.0, 1.1), move=lambda v, p: v * p.exp().unsqueeze(-1)),
+    "stretch_y": Deformation("s", "log s", math.log, (0.9, 1.0, 1.1),
+                             move=lambda v, p: v * (1 + Y * (p.exp() - 1).unsqueeze(-1))),
+    "shift_y": Deformation("d", "d", float, (-0.1, 0.0, 0.1), move=lambda v, p: v + Y * p.unsqueeze(-1)),
+    "rotate_y": Deformation("a", "a (rad)", math.radians, (-22.5, 0.0, 22.5), move=_rotate_y),
+    "hole": Deformation("r", "r", float, (0.05, 0.15, 0.25, 0.35),
+                        carve=lambda v, p: p - v[..., [0, 2]].norm(dim=-1)),
+    "cut_below": Deformation("c", "c", float, (-0.7, -0.6, -0.55, -0.5), carve=lambda v, p: p - v[..., 1]),
 }
 
+def deformed_field(field: Field, deformation: Deformation, p: torch.Tensor) -> Field:
+    """`field` deformed by `p (B,)`, one value per image."""
+    def deformed(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if deformation.move is not None:
+            return field(deformation.move(points, -p.view(-1, 1)))
+        sdf, albedo = field(points)
+        return torch.maximum(sdf, deformation.carve(points, p.view(-1, 1))), albedo
+    return deformed
 
-def deform(verts: torch.Tensor, deformation: str, p: torch.Tensor) -> torch.Tensor:
-    """(V, 3) vertices moved by the scalar parameter `p` (see the module docstring)."""
-    if deformation == "scale":
-        return verts * p.exp()
-    axis = torch.tensor([0.0, 1.0, 0.0])
-    if deformation == "stretch_y":
-        return verts * (1 + axis * (p.exp() - 1))
-    if deformation == "shift_y":
-        return verts + axis * p
-    if deformation == "rotate_y":
-        x, y, z = verts.unbind(-1)
-        return torch.stack([p.cos() * x + p.sin() * z, y, -p.sin() * x + p.cos() * z], -1)
-    raise ValueError(f"unknown deformation {deformation!r}; one of {list(DEFORMATIONS)}")
+
+def true_field(shape: str, colors: torch.Tensor) -> Field:
+    """The exact SDF of `shape`, colored `colors (B, 3)` per image."""
+    return lambda points: (shape_sdf(shape, points), colors.view(-1, 1, 3).expand(*points.shape))
+
+
+def model_field(pipeline, shape: str, color_names: list[str]) -> Field:
+    """The SDF and colors `pipeline` generates for "a {color} {shape}", one prompt per image."""
+    with torch.no_grad():
+        planes = pipeline.text_to_triplane(*pipeline.encode_prompt([f"a {c} {shape}" for c in color_names]))
+    return lambda points: pipeline.mesh_generator.sdf_and_color(planes, points)
 
 
 def deformation_gradients(teacher: DiffusionTeacher, prompts: TeacherPrompts, shape: str, value: float, draws: int,
                           resolution: int, batch: int, guidance_scale: float, max_step_percent: float, seed: int,
-                          deformation: str = "scale", view_guidance_scale: float = 0.0) -> torch.Tensor:
-    """(draws,) d SDS / d p at the deformation `value` (s; d for shift_y; degrees for rotate_y),
-    one per render (each with its own camera, light, color, t, noise)."""
+                          deformation: str = "scale", view_guidance_scale: float = 0.0,
+                          neus: NeuSRenderer | None = None, pipeline=None) -> torch.Tensor:
+    """(draws,) d SDS / d p at the deformation `value` (s; d for shift_y; degrees for rotate_y; ...),
+    one per render (each with its own camera, light, color, t, noise). The true mesh is
+    rasterized unless `neus` is given, which renders the true SDF, or `pipeline`'s SDF if given."""
+    kind = DEFORMATIONS[deformation]
+    if neus is None and kind.move is None:
+        raise ValueError(f"--deformation {deformation} carves an SDF: use --renderer neus or --model")
     sds = ScoreDistillation(teacher, guidance_scale, 0.02, max_step_percent, view_guidance_scale=view_guidance_scale)
     gen = torch.Generator().manual_seed(seed)
     colors = list(COLORS)
     meshes = [mesh_for(shape, c) for c in colors]
-    start_p = DEFORMATIONS[deformation].to_param(value)
     grads = []
     for start in range(0, draws, batch):
         n = min(batch, draws - start)
         cams = sample_cameras(n, generator=gen)
         light = sample_light_directions(cams, 30.0, generator=gen)
         color_idx = torch.randint(len(colors), (n,), generator=gen).tolist()
-        p = torch.full((n,), start_p, requires_grad=True)
-        images = []
-        for i, c in enumerate(color_idx):
-            base = meshes[c]
-            mesh = Mesh(deform(base.verts, deformation, p[i]), base.faces, base.colors)
-            images.append(render_mesh(mesh, cams[i : i + 1], resolution, light[i : i + 1], "lambertian", BACKGROUND)["rgb"])
+        p = torch.full((n,), kind.to_param(value), requires_grad=True)
+        if neus is not None:
+            names = [colors[c] for c in color_idx]
+            field = (model_field(pipeline, shape, names) if pipeline is not None
+                     else true_field(shape, torch.tensor([COLORS[c] for c in names])))
+            images = neus(deformed_field(field, kind, p), cams, resolution, light_dir=light, shading="lambertian",
+                          background=BACKGROUND, generator=gen)["rgb"]
+        else:
+            images = torch.cat([
+                render_mesh(Mesh(kind.move(meshes[c].verts, p[i]), meshes[c].faces, meshes[c].colors),
+                            cams[i : i + 1], resolution, light[i : i + 1], "lambertian", BACKGROUND)["rgb"]
+                for i, c in enumerate(color_idx)
+            ])
         texts = [f"a {colors[c]} {shape}, {view_word(float(e), float(a))}"
                  for c, e, a in zip(color_idx, cams.elevation, cams.azimuth)]
-        loss = sds(torch.cat(images), prompts.condition(texts, cams), generator=gen)["loss"]
+        loss = sds(images, prompts.condition(texts, cams), generator=gen)["loss"]
         (grad,) = torch.autograd.grad(loss * n, p)  # the loss is a batch mean; per-render gradients
         grads.append(grad)
     return torch.cat(grads)
@@ -104,10 +150,15 @@ def main() -> None:
     parser.add_argument("--deformation", choices=list(DEFORMATIONS), default="scale")
     parser.add_argument("--values", "--scales", nargs="+", type=float, default=None,
                         help="s for scale / stretch_y (default 0.9 1.0 1.1), d for shift_y (default -0.1 0 0.1), "
-                             "degrees for rotate_y (default -22.5 0 22.5)")
+                             "degrees for rotate_y (default -22.5 0 22.5), r for hole, c for cut_below")
+    parser.add_argument("--renderer", choices=["raster", "neus"], default="raster")
+    parser.add_argument("--model", default=None, help="an AToM pipeline whose shapes are deformed (renders with NeuS)")
+    parser.add_argument("--samples", type=int, default=48, help="NeuS samples per ray (stage 1 of shapes64.yaml)")
+    parser.add_argument("--sharpness", type=float, default=60.0, help="NeuS sharpness s (the shipped model's ~60)")
     parser.add_argument("--draws", type=int, default=64)
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--resolution", type=int, default=64, help="render side in pixels (stage 2 of shapes64.yaml)")
+    parser.add_argument("--resolution", type=int, default=64,
+                        help="render side in pixels (64: stage 2 of shapes64.yaml; its stage 1 renders 32)")
     parser.add_argument("--guidance_scale", type=float, default=7.5)
     parser.add_argument("--view_guidance_scale", type=float, default=0.0)
     parser.add_argument("--max_step_percent", type=float, default=0.98)
@@ -119,12 +170,20 @@ def main() -> None:
     values = args.values or list(kind.default_values)
     teacher = DiffusionTeacher.from_pretrained(args.teacher)
     prompts = TeacherPrompts.for_teacher(args.teacher)
+    pipeline = None
+    if args.model is not None:
+        from atom import AToMPipeline
+
+        pipeline = AToMPipeline.from_pretrained(args.model)
+    neus = None
+    if args.renderer == "neus" or pipeline is not None:
+        neus = NeuSRenderer(args.samples, 0, args.sharpness).train()  # stratified samples, as in training
     rows = []
     for shape in args.shapes:
         for value in values:
             g = deformation_gradients(teacher, prompts, shape, value, args.draws, args.resolution, args.batch,
                                       args.guidance_scale, args.max_step_percent, args.seed, args.deformation,
-                                      args.view_guidance_scale)
+                                      args.view_guidance_scale, neus, pipeline)
             rows.append({"shape": shape, "deformation": args.deformation, "value": value, "mean": g.mean().item(),
                          "stderr": (g.std() / len(g) ** 0.5).item()})
             if not args.json:
