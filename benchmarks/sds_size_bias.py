@@ -40,7 +40,7 @@ from typing import NamedTuple
 
 import torch
 
-from atom.data import COLORS, SHAPES, view_word
+from atom.data import COLORS, SHAPES, prompt_for, view_word
 from atom.data.renders import BACKGROUND, mesh_for
 from atom.data.sdf import shape_sdf
 from atom.geometry import Mesh
@@ -80,6 +80,7 @@ DEFORMATIONS = {
     "cut_below": Deformation("c", "c", float, (-0.7, -0.6, -0.55, -0.5), carve=lambda v, p: p - v[..., 1]),
 }
 
+
 def deformed_field(field: Field, deformation: Deformation, p: torch.Tensor) -> Field:
     """`field` deformed by `p (B,)`, one value per image."""
     def deformed(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -98,7 +99,7 @@ def true_field(shape: str, colors: torch.Tensor) -> Field:
 def model_field(pipeline, shape: str, color_names: list[str]) -> Field:
     """The SDF and colors `pipeline` generates for "a {color} {shape}", one prompt per image."""
     with torch.no_grad():
-        planes = pipeline.text_to_triplane(*pipeline.encode_prompt([f"a {c} {shape}" for c in color_names]))
+        planes = pipeline.text_to_triplane(*pipeline.encode_prompt([prompt_for(shape, c) for c in color_names]))
     return lambda points: pipeline.mesh_generator.sdf_and_color(planes, points)
 
 
@@ -135,7 +136,7 @@ def deformation_gradients(teacher: DiffusionTeacher, prompts: TeacherPrompts, sh
                             cams[i : i + 1], resolution, light[i : i + 1], "lambertian", BACKGROUND)["rgb"]
                 for i, c in enumerate(color_idx)
             ])
-        texts = [f"a {colors[c]} {shape}, {view_word(float(e), float(a))}"
+        texts = [f"{prompt_for(shape, colors[c])}, {view_word(float(e), float(a))}"
                  for c, e, a in zip(color_idx, cams.elevation, cams.azimuth)]
         loss = sds(images, prompts.condition(texts, cams), generator=gen)["loss"]
         (grad,) = torch.autograd.grad(loss * n, p)  # the loss is a batch mean; per-render gradients
