@@ -96,11 +96,15 @@ def true_field(shape: str, colors: torch.Tensor) -> Field:
     return lambda points: (shape_sdf(shape, points), colors.view(-1, 1, 3).expand(*points.shape))
 
 
-def model_field(pipeline, shape: str, color_names: list[str]) -> Field:
-    """The SDF and colors `pipeline` generates for "a {color} {shape}", one prompt per image."""
+def model_triplanes(pipeline, shape: str) -> torch.Tensor:
+    """(len(COLORS), 3, C, R, R) triplanes `pipeline` generates for "a {color} {shape}", in COLORS order."""
     with torch.no_grad():
-        planes = pipeline.text_to_triplane(*pipeline.encode_prompt([prompt_for(shape, c) for c in color_names]))
-    return lambda points: pipeline.mesh_generator.sdf_and_color(planes, points)
+        return pipeline.text_to_triplane(*pipeline.encode_prompt([prompt_for(shape, c) for c in COLORS]))
+
+
+def model_field(pipeline, triplanes: torch.Tensor) -> Field:
+    """The SDF and colors `pipeline`'s generator reads from `triplanes (B, 3, C, R, R)`, one per image."""
+    return lambda points: pipeline.mesh_generator.sdf_and_color(triplanes, points)
 
 
 def deformation_gradients(teacher: DiffusionTeacher, prompts: TeacherPrompts, shape: str, value: float, draws: int,
@@ -116,7 +120,10 @@ def deformation_gradients(teacher: DiffusionTeacher, prompts: TeacherPrompts, sh
     sds = ScoreDistillation(teacher, guidance_scale, 0.02, max_step_percent, view_guidance_scale=view_guidance_scale)
     gen = torch.Generator().manual_seed(seed)
     colors = list(COLORS)
-    meshes = [mesh_for(shape, c) for c in colors]
+    if neus is None:
+        meshes = [mesh_for(shape, c) for c in colors]
+    elif pipeline is not None:
+        planes = model_triplanes(pipeline, shape)  # once per shape, not per batch
     grads = []
     for start in range(0, draws, batch):
         n = min(batch, draws - start)
@@ -125,9 +132,8 @@ def deformation_gradients(teacher: DiffusionTeacher, prompts: TeacherPrompts, sh
         color_idx = torch.randint(len(colors), (n,), generator=gen).tolist()
         p = torch.full((n,), kind.to_param(value), requires_grad=True)
         if neus is not None:
-            names = [colors[c] for c in color_idx]
-            field = (model_field(pipeline, shape, names) if pipeline is not None
-                     else true_field(shape, torch.tensor([COLORS[c] for c in names])))
+            field = (model_field(pipeline, planes[color_idx]) if pipeline is not None
+                     else true_field(shape, torch.tensor([COLORS[colors[c]] for c in color_idx])))
             images = neus(deformed_field(field, kind, p), cams, resolution, light_dir=light, shading="lambertian",
                           background=BACKGROUND, generator=gen)["rgb"]
         else:
