@@ -13,7 +13,7 @@ the requested view?
    `<output_dir>/classifier/`; a rerun with the same settings skips training.
 2. The prior draws `--samples_per_prompt` (8) images for each of the 64 Shapes64 prompts at
    random training-range cameras with classifier-free guidance (`--guidance_scale` 1.25, the
-   shipped prior's best measured scale: 1.5 and higher draw prompt-independent cube-like blocks; `--steps` 50 DDIM steps), in batches of `--batch_size`, seeded;
+   shipped prior's best measured scale: at 1.5 a prompt-independent cube-like block takes many samples, at 3 most; `--steps` 50 DDIM steps), in batches of `--batch_size`, seeded;
    `--view_guidance_scale` adds view guidance (`atom.guidance.teacher.guide`).
 3. Every sample is classified; the same classifier also scores fresh ground-truth renders at the
    very same cameras (the reference: what a perfect prior would score).
