@@ -98,8 +98,7 @@ def true_field(shape: str, colors: torch.Tensor) -> Field:
 
 def model_triplanes(pipeline, shape: str) -> torch.Tensor:
     """(len(COLORS), 3, C, R, R) triplanes `pipeline` generates for "a {color} {shape}", in COLORS order."""
-    with torch.no_grad():
-        return pipeline.text_to_triplane(*pipeline.encode_prompt([prompt_for(shape, c) for c in COLORS]))
+    return pipeline([prompt_for(shape, c) for c in COLORS], output_type="latent").triplanes
 
 
 def model_field(pipeline, triplanes: torch.Tensor) -> Field:
