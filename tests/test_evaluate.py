@@ -109,6 +109,38 @@ def test_evaluate_cli_writes_strict_json_and_grid(tiny_pipe, tmp_path):
         assert image.height == 3 * 32 and image.width > 2 * 32
 
 
+def test_overview_lays_out_the_shape_color_table_and_frames_held_out_and_wrong(tmp_path):
+    from PIL import Image
+
+    def spheres(prompt: str):  # right for sphere prompts, wrong shape for the rest
+        return shape_mesh("sphere", parse_prompt(prompt)[1])
+
+    prompts = ["a red sphere", "an orange sphere", "a red cube"]  # held out, seen, wrong
+    result = ev.evaluate(spheres, prompts, num_samples=500, progress=False, return_meshes=True)
+    res = 24
+    path = ev.save_overview(result, tmp_path / "overview.png", resolution=res, progress=False)
+    with Image.open(path) as image:
+        image = image.convert("RGB")
+        assert image.size == (8 * res, 8 * res)
+        cell = lambda row, col, dx, dy: image.getpixel((col * res + dx, row * res + dy))  # noqa: E731
+        mid = res // 2
+        assert cell(0, 0, 0, 0) == (0, 0, 0)  # (sphere, red): held out, black frame
+        assert cell(0, 1, 0, 0) == (255, 255, 255)  # (sphere, orange): seen and right, no frame
+        red, green, blue = cell(0, 1, mid, mid)
+        assert red > green > blue  # an orange sphere in the middle of its cell
+        assert cell(1, 0, 3, 3) == (220, 0, 0)  # (cube, red): a red sphere, wrong: red frame
+        assert all(cell(7, 7, dx, dy) == (255, 255, 255) for dx in range(res) for dy in range(res))  # no prompt
+
+    teapot = ev.evaluate(lambda prompt: shape_mesh("sphere", "red"), ["a teapot"], progress=False, return_meshes=True)
+    with pytest.raises(ValueError, match="not one"):
+        ev.save_overview(teapot, tmp_path / "x.png", progress=False)
+    twice = ev.evaluate(spheres, ["a red sphere", "a red ball"], num_samples=200, progress=False, return_meshes=True)
+    with pytest.raises(ValueError, match="two prompts"):
+        ev.save_overview(twice, tmp_path / "y.png", progress=False)
+    with pytest.raises(ValueError, match="return_meshes"):
+        ev.save_overview({"records": []}, tmp_path / "z.png")
+
+
 def test_view_matching_respects_symmetry():
     for shape in SHAPES:
         if shape not in ("cube", "pyramid"):

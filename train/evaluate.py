@@ -1,7 +1,8 @@
 """Ground-truth metrics of an AToM pipeline on a prompt set (the Shapes world's R-precision).
 
     python train/evaluate.py --model pretrained/atom-shapes64 --prompts shapes64 \
-        --json runs/eval/atom.json --grid runs/eval/atom.png [--resolution 64] [--views 4] [--write_card]
+        --json runs/eval/atom.json --grid runs/eval/atom.png [--resolution 64] [--views 4] [--write_card] \
+        [--overview pretrained/atom-shapes64/samples.png]
     python train/evaluate.py --model runs/atom-shapes64/checkpoint-800   # a training checkpoint
 
 For every prompt: parse it to (shape, color) with `atom.data.parse_prompt`, generate its mesh
@@ -14,7 +15,8 @@ A prompt outside the Shapes world ("a teapot") is generated and listed, without 
 Prints a per-prompt table and a summary (overall and per split, via `atom.data.summarize`),
 writes everything as JSON (`--json`; non-finite numbers become null) and a turntable grid
 (`--grid`; one row per prompt, one column per view, lambertian light from the camera, white
-background, a label strip naming the prompt and the verdict).
+background, a label strip naming the prompt and the verdict), and an overview (`--overview`; one
+view per prompt as the shape x color table, held-out pairs framed black, wrong meshes red).
 
 The training script and the model card call `evaluate(pipe, prompts)` and
 `card_metrics(result)`.
@@ -42,9 +44,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from card import SUMMARY_FILE, write_card
 from prompt_sets import load_prompts
 
-from atom.data import HELD_OUT, SEEN, evaluate_mesh, parse_prompt, summarize
+from atom.data import COLORS, HELD_OUT, SEEN, SHAPES, evaluate_mesh, parse_prompt, summarize
 from atom.geometry.mesh import Mesh
-from atom.render import render_mesh, sample_light_directions, turntable_cameras
+from atom.render import Cameras, render_mesh, sample_light_directions, turntable_cameras
 
 logger = logging.getLogger("evaluate")
 
@@ -336,14 +338,19 @@ def to_render_mesh(mesh: trimesh.Trimesh) -> Mesh:
 
 
 @torch.no_grad()
-def render_turntables(meshes: Sequence[trimesh.Trimesh], views: int = 4, resolution: int = 96,
-                      elevation: float = 20.0, progress: bool = True) -> list[torch.Tensor]:
-    """(views, 3, H, W) images in [0, 1] per mesh: turntable cameras from the front (azimuth 0),
-    lambertian shading with the light at the camera, white background."""
-    cameras = turntable_cameras(views, elevation=elevation)
+def render_views(meshes: Sequence[trimesh.Trimesh], cameras: Cameras, resolution: int = 96,
+                 progress: bool = True) -> list[torch.Tensor]:
+    """(V, 3, H, W) images in [0, 1] per mesh, one per camera: lambertian shading with the
+    light at the camera, white background."""
     light = sample_light_directions(cameras, 0.0)
     return [render_mesh(to_render_mesh(m), cameras, resolution, light, "lambertian", (1.0, 1.0, 1.0))["rgb"].clamp(0, 1)
             for m in tqdm(meshes, desc="rendering grid", unit="mesh", disable=not progress)]
+
+
+def render_turntables(meshes: Sequence[trimesh.Trimesh], views: int = 4, resolution: int = 96,
+                      elevation: float = 20.0, progress: bool = True) -> list[torch.Tensor]:
+    """(views, 3, H, W) images in [0, 1] per mesh: turntable cameras from the front (azimuth 0)."""
+    return render_views(meshes, turntable_cameras(views, elevation=elevation), resolution, progress)
 
 
 def labeled_grid(rows: Sequence[torch.Tensor], labels: Sequence[str], label_width: int = 200) -> Image.Image:
@@ -382,6 +389,49 @@ def save_grid(result: dict, path: str | Path, views: int = 4, resolution: int = 
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = render_turntables(result["meshes"], views, resolution, progress=progress)
     labeled_grid(rows, [row_label(r) for r in result["records"]]).save(path)
+    return path
+
+
+# Framing of an overview cell: held-out pairs in black, wrong meshes in red (over black).
+_HELD_OUT_FRAME = (0, 0, 0)
+_WRONG_FRAME = (220, 0, 0)
+
+
+def save_overview(result: dict, path: str | Path, resolution: int = 96, azimuth: float = 30.0,
+                  elevation: float = 20.0, progress: bool = True) -> Path:
+    """One view per prompt laid out as the Shapes world's table (rows: `SHAPES`, columns:
+    `COLORS`, in the world's order) and saved to `path`: the model card's overview. A black
+    frame marks a held-out pair, a red one a mesh scored wrong; a pair without a prompt stays
+    white. Needs `evaluate(..., return_meshes=True)` on prompts of the Shapes world, at most
+    one per pair."""
+    if "meshes" not in result:
+        raise ValueError("save_overview needs the meshes: call evaluate(..., return_meshes=True)")
+    cells = {}
+    for record, mesh in zip(result["records"], result["meshes"]):
+        if not record["parsed"]:
+            raise ValueError(f"the overview is a table of Shapes-world pairs; {record['prompt']!r} is not one")
+        pair = (record["shape"], record["color"])
+        if pair in cells:
+            raise ValueError(f"the overview has one cell per (shape, color) pair; two prompts name {pair}")
+        cells[pair] = (record, mesh)
+    colors = list(COLORS)
+    cameras = Cameras(elevation=torch.tensor([elevation]), azimuth=torch.tensor([azimuth]),
+                      distance=torch.tensor([3.0]), fovy=torch.tensor([40.0]))
+    images = render_views([mesh for _, mesh in cells.values()], cameras, resolution, progress)
+    canvas = Image.new("RGB", (resolution * len(colors), resolution * len(SHAPES)), "white")
+    draw = ImageDraw.Draw(canvas)
+    for ((shape, color), (record, _)), image in zip(cells.items(), images):
+        x, y = colors.index(color) * resolution, SHAPES.index(shape) * resolution
+        array = (image[0].permute(1, 2, 0) * 255).round().byte().numpy()
+        canvas.paste(Image.fromarray(np.ascontiguousarray(array)), (x, y))
+        box = [x, y, x + resolution - 1, y + resolution - 1]
+        if record["pair_split"] == "held_out":
+            draw.rectangle(box, outline=_HELD_OUT_FRAME, width=2)
+        if record["correct"] is False:
+            draw.rectangle([x + 2, y + 2, x + resolution - 3, y + resolution - 3], outline=_WRONG_FRAME, width=2)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
     return path
 
 
@@ -436,6 +486,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--grid", default=None, help="write a turntable image grid here (.png)")
     parser.add_argument("--views", type=int, default=4, help="turntable views per prompt in the grid")
     parser.add_argument("--grid_resolution", type=int, default=96, help="pixels per grid cell")
+    parser.add_argument("--overview", default=None,
+                        help="write one view per prompt as the shape x color table here (.png; the model card's samples.png)")
     parser.add_argument("--device", default="cpu", help="torch device for the pipeline")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (1 is much faster when another job shares a 2-core machine)")
@@ -460,7 +512,7 @@ def main(argv: list[str] | None = None) -> dict:
     pipe = load_model(args.model, args.device)
     load_seconds = time.perf_counter() - tic
     result = evaluate(pipe, prompts, args.resolution, args.batch_size, args.num_samples, args.seed,
-                      progress=not args.no_progress, return_meshes=args.grid is not None)
+                      progress=not args.no_progress, return_meshes=bool(args.grid or args.overview))
     result["seconds"]["load"] = load_seconds
     print(format_table(result))
     print(f"\n{len(prompts)} prompts: load {load_seconds:.1f} s, generate {result['seconds']['generate']:.1f} s, "
@@ -470,6 +522,11 @@ def main(argv: list[str] | None = None) -> dict:
         path = save_grid(result, args.grid, args.views, args.grid_resolution, progress=not args.no_progress)
         result["seconds"]["grid"] = time.perf_counter() - tic
         print(f"grid: {path}")
+    if args.overview:
+        tic = time.perf_counter()
+        path = save_overview(result, args.overview, args.grid_resolution, progress=not args.no_progress)
+        result["seconds"]["overview"] = time.perf_counter() - tic
+        print(f"overview: {path}")
     if args.json:
         path = write_json(result, args.json, {"model": args.model, "prompt_set": args.prompts,
                                               "card_metrics": card_metrics(result)})
