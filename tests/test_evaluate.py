@@ -122,7 +122,10 @@ def test_overview_lays_out_the_shape_color_table_and_frames_held_out_and_wrong(t
     with Image.open(path) as image:
         image = image.convert("RGB")
         assert image.size == (8 * res, 8 * res)
-        cell = lambda row, col, dx, dy: image.getpixel((col * res + dx, row * res + dy))  # noqa: E731
+
+        def cell(row, col, dx, dy):  # a pixel of the cell (shape row, color column)
+            return image.getpixel((col * res + dx, row * res + dy))
+
         mid = res // 2
         assert cell(0, 0, 0, 0) == (0, 0, 0)  # (sphere, red): held out, black frame
         assert cell(0, 1, 0, 0) == (255, 255, 255)  # (sphere, orange): seen and right, no frame
