@@ -57,6 +57,8 @@ CARD_FIELDS: dict[str, type] = {
     "heldout_prompts": list,  # prompts held out from training (unseen)
     "metrics": dict,  # name -> value, or split -> {name -> value} (e.g. {"seen": {...}, "unseen": {...}})
     "metrics_description": str,  # how the metrics were measured
+    "samples_image": str,  # an image of samples, relative to the card (e.g. "samples.png")
+    "samples_caption": str,  # its alt text
     "training_time": dict,  # stage -> seconds (number) or a description (str)
     "hardware": str,  # what it was trained on
     "training_command": str,  # the exact command line
@@ -177,7 +179,8 @@ def render_model_card(card_data: Mapping[str, Any]) -> str:
             repo_id, license (default "apache-2.0"), base_model (the teacher; a Hub repo id
             also goes into the front matter), tags, code_url, example_prompt, architecture,
             prompt_set, train_prompts / heldout_prompts (lists of prompts), metrics ({name:
-            value} or {split: {name: value}}), metrics_description, training_time ({stage:
+            value} or {split: {name: value}}), metrics_description, samples_image (a path relative
+            to the card) and samples_caption, training_time ({stage:
             seconds or text}), hardware, training_command, limitations (added to the defaults).
 
     Returns:

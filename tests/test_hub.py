@@ -93,6 +93,14 @@ def test_card_flat_metrics_license_and_limitations():
     assert "\n- Only shapes.\n" in text
 
 
+def test_card_shows_a_samples_image_only_when_given():
+    text = render_model_card({"samples_image": "samples.png", "samples_caption": "One view per prompt"})
+    assert "\n![One view per prompt](samples.png)\n" in text
+    assert "](samples.png)" not in render_model_card({"metrics": {"accuracy": 1}})
+    with pytest.raises(TypeError, match="samples_image"):
+        render_model_card({"samples_image": 3})
+
+
 def test_card_base_model_that_is_no_repo_id_stays_in_the_text(caplog):
     with caplog.at_level(logging.WARNING, logger="atom.hub"):
         text = render_model_card({"base_model": "/abs/path/to/shapes-prior"})

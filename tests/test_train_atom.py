@@ -276,14 +276,16 @@ def test_model_card_of_a_run_in_two_stages_then_with_metrics(prior_teacher, tmp_
     assert "| stage 1 |" in card and "| stage 2 |" in card
     assert card.count("train_atom.py") == 2 and "--stage 1" in card and "--stage 2" in card
     assert "Seen in training** (56 prompts)" in card and "Held out, never seen in training** (8 prompts)" in card
-    assert "## Evaluation" not in card
+    assert "## Evaluation" not in card and "samples.png" not in card
 
     evaluate = load_train_script("evaluate")
     prompts = tmp_path / "eval.txt"
     prompts.write_text("a red cube\na red sphere\n")
-    evaluate.main(["--model", str(folder), "--prompts", str(prompts), "--write_card", "--no_progress", "--num_samples", "500"])
+    evaluate.main(["--model", str(folder), "--prompts", str(prompts), "--write_card", "--no_progress", "--num_samples", "500",
+                   "--overview", str(folder / "samples.png"), "--grid_resolution", "16"])
     card = (folder / "README.md").read_text()
     assert "## Evaluation" in card and "| held_out |" in card and "| seen |" in card
+    assert card.count("](samples.png)") == 1 and (folder / "samples.png").is_file()  # the overview, shown
     assert "| stage 1 |" in card  # the training facts stay
     with pytest.raises(ValueError, match="write_card needs a local folder"):
         evaluate.main(["--model", str(tmp_path), "--prompts", str(prompts), "--write_card"])

@@ -15,6 +15,10 @@ from pathlib import Path
 from atom.hub import pipeline_architecture, render_model_card
 
 SUMMARY_FILE = "training_summary.json"
+# The overview `evaluate.py --overview` writes; the card shows it when the folder holds it.
+SAMPLES_FILE = "samples.png"
+SAMPLES_CAPTION = ("One view per prompt (rows: shapes, columns: colors; framed black: held-out prompts, "
+                   "framed red: a mesh scored wrong)")
 
 
 def card_data(
@@ -27,7 +31,8 @@ def card_data(
     """`render_model_card` data for the pipeline in `folder`.
 
     Args:
-        folder: a pipeline folder with `training_summary.json`.
+        folder: a pipeline folder with `training_summary.json` (and, shown when there,
+            `samples.png`).
         metrics: {split: {name: value}} (`evaluate.card_metrics`), or None.
         metrics_description: how the metrics were measured.
         pipe: the loaded pipeline, for the architecture table (parameter counts).
@@ -53,6 +58,8 @@ def card_data(
         "limitations": summary.get("limitations"),  # measured shortcomings, added to the defaults
         "metrics": metrics or None,
         "metrics_description": metrics_description if metrics else None,
+        "samples_image": SAMPLES_FILE if (Path(folder) / SAMPLES_FILE).is_file() else None,
+        "samples_caption": SAMPLES_CAPTION if (Path(folder) / SAMPLES_FILE).is_file() else None,
     }
     return {key: value for key, value in data.items() if value is not None}  # missing: left out
 
