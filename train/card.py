@@ -45,6 +45,7 @@ def card_data(
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: the card is written for folders that train_atom.py saved")
     summary = json.loads(path.read_text())
+    has_samples = (Path(folder) / SAMPLES_FILE).is_file()
     data = {
         "repo_id": repo_id,
         "architecture": pipeline_architecture(pipe) if pipe is not None else None,
@@ -58,8 +59,8 @@ def card_data(
         "limitations": summary.get("limitations"),  # measured shortcomings, added to the defaults
         "metrics": metrics or None,
         "metrics_description": metrics_description if metrics else None,
-        "samples_image": SAMPLES_FILE if (Path(folder) / SAMPLES_FILE).is_file() else None,
-        "samples_caption": SAMPLES_CAPTION if (Path(folder) / SAMPLES_FILE).is_file() else None,
+        "samples_image": SAMPLES_FILE if has_samples else None,
+        "samples_caption": SAMPLES_CAPTION if has_samples else None,
     }
     return {key: value for key, value in data.items() if value is not None}  # missing: left out
 

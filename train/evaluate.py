@@ -353,6 +353,12 @@ def render_turntables(meshes: Sequence[trimesh.Trimesh], views: int = 4, resolut
     return render_views(meshes, turntable_cameras(views, elevation=elevation), resolution, progress)
 
 
+def to_pil(image: torch.Tensor) -> Image.Image:
+    """An (H, W, 3) image in [0, 1] (clamped) as an 8-bit PIL image."""
+    array = (image.clamp(0, 1) * 255).round().byte().numpy()
+    return Image.fromarray(np.ascontiguousarray(array))
+
+
 def labeled_grid(rows: Sequence[torch.Tensor], labels: Sequence[str], label_width: int = 200) -> Image.Image:
     """Rows of (V, 3, H, W) images in [0, 1] -> one image, a text label at the left of each row."""
     images = [row.permute(2, 0, 3, 1).reshape(row.shape[2], -1, 3) for row in rows]  # (H, V*W, 3)
@@ -361,8 +367,7 @@ def labeled_grid(rows: Sequence[torch.Tensor], labels: Sequence[str], label_widt
     draw = ImageDraw.Draw(canvas)
     font = ImageFont.load_default()
     for i, (image, label) in enumerate(zip(images, labels)):
-        array = (image.clamp(0, 1) * 255).round().byte().numpy()
-        canvas.paste(Image.fromarray(np.ascontiguousarray(array)), (label_width, i * height))
+        canvas.paste(to_pil(image), (label_width, i * height))
         draw.multiline_text((4, i * height + 4), label, fill=(0, 0, 0), font=font, spacing=2)
         if i:
             draw.line([(0, i * height), (canvas.width, i * height)], fill=(220, 220, 220))
@@ -415,15 +420,13 @@ def save_overview(result: dict, path: str | Path, resolution: int = 96, azimuth:
             raise ValueError(f"the overview has one cell per (shape, color) pair; two prompts name {pair}")
         cells[pair] = (record, mesh)
     colors = list(COLORS)
-    cameras = Cameras(elevation=torch.tensor([elevation]), azimuth=torch.tensor([azimuth]),
-                      distance=torch.tensor([3.0]), fovy=torch.tensor([40.0]))
+    cameras = turntable_cameras(1, elevation=elevation, start_azimuth=azimuth)
     images = render_views([mesh for _, mesh in cells.values()], cameras, resolution, progress)
     canvas = Image.new("RGB", (resolution * len(colors), resolution * len(SHAPES)), "white")
     draw = ImageDraw.Draw(canvas)
     for ((shape, color), (record, _)), image in zip(cells.items(), images):
         x, y = colors.index(color) * resolution, SHAPES.index(shape) * resolution
-        array = (image[0].permute(1, 2, 0) * 255).round().byte().numpy()
-        canvas.paste(Image.fromarray(np.ascontiguousarray(array)), (x, y))
+        canvas.paste(to_pil(image[0].permute(1, 2, 0)), (x, y))
         box = [x, y, x + resolution - 1, y + resolution - 1]
         if record["pair_split"] == "held_out":
             draw.rectangle(box, outline=_HELD_OUT_FRAME, width=2)

@@ -166,13 +166,14 @@ def sample_cameras(
 
 
 def turntable_cameras(
-    num_views: int, elevation: float = 20.0, distance: float = 3.0, fovy: float = 40.0, device: torch.device | str = "cpu"
+    num_views: int, elevation: float = 20.0, distance: float = 3.0, fovy: float = 40.0, device: torch.device | str = "cpu",
+    start_azimuth: float = 0.0,
 ) -> Cameras:
-    """`num_views` cameras evenly spaced in azimuth starting at the front (azimuth 0), for validation."""
+    """`num_views` cameras evenly spaced in azimuth starting at `start_azimuth` (0: the front), for validation."""
     full = lambda v: torch.full((num_views,), float(v))  # noqa: E731
     return Cameras(
         elevation=full(elevation),
-        azimuth=torch.arange(num_views) * (360.0 / num_views),
+        azimuth=start_azimuth + torch.arange(num_views) * (360.0 / num_views),
         distance=full(distance),
         fovy=full(fovy),
     ).to(device)
