@@ -48,7 +48,7 @@ def test_atom_folder_is_complete_and_small():
 
 def test_atom_model_names_held_out_colors():
     """The 8 prompts AToM never saw: every mesh's nearest color is the prompt's and at least half
-    the shapes are right (the card reports 100 % and 75 %). Fails if the weights or the
+    the shapes are right (the card reports 100 % and 87.5 %). Fails if the weights or the
     pipeline's use of them break."""
     evaluate = load_train_script("evaluate")
     pipe = AToMPipeline.from_pretrained(ATOM)

@@ -218,7 +218,7 @@ def test_evaluate_loads_a_checkpoint_as_the_saved_pipeline(two_process_run, tmp_
 
 def test_finetune_from_saved_pipeline_on_prompt_files(two_process_run, prior_teacher, tmp_path):
     txt = tmp_path / "prompts.txt"
-    txt.write_text("# my prompts\na purple torus\n\n  an orange capsule  \n")
+    txt.write_text("# my prompts\na purple torus\n\n  an orange capsule  \na purple torus\n")
     js = tmp_path / "prompts.json"
     js.write_text(json.dumps(["a cyan cone", "a yellow pyramid"]))
     init = two_process_run / "pipeline"
@@ -230,6 +230,10 @@ def test_finetune_from_saved_pipeline_on_prompt_files(two_process_run, prior_tea
     train_atom.main([*base, "--prompts", str(txt), "--output_dir", str(out_txt), "--learning_rate", "1e-12"])
     assert set(steps_of(read_log(out_txt))[0]["prompts"]) <= {"a purple torus", "an orange capsule"}
     assert json.loads((out_txt / "config.json").read_text())["prompts"] == str(txt)
+    # A repeated line is a sampling weight: kept for training, listed once on the card.
+    assert load_train_script("prompt_sets").load_prompts(str(txt)) == ["a purple torus", "an orange capsule", "a purple torus"]
+    summary = json.loads((out_txt / "pipeline" / "training_summary.json").read_text())
+    assert summary["train_prompts"] == ["a purple torus", "an orange capsule"] and summary["prompts"] == 2
     tuned, initial = weights(out_txt / "pipeline"), weights(init)
     for name, value in initial.items():
         torch.testing.assert_close(tuned[name], value, rtol=0, atol=1e-8, msg=name)

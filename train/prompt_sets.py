@@ -18,7 +18,10 @@ NAMED_SETS: dict[str, list[str]] = {
 
 def load_prompts(spec: str | list[str]) -> list[str]:
     """Prompts from a named set (see NAMED_SETS), a file (.txt: one prompt a line, blank lines
-    and lines starting with '#' skipped; .json: a list of strings), or a list of strings."""
+    and lines starting with '#' skipped; .json: a list of strings), or a list of strings.
+
+    Repeats are kept: training draws each step's prompts uniformly from this list, so a prompt
+    listed k times is drawn k times as often (a sampling weight)."""
     if isinstance(spec, (list, tuple)):
         return validate_prompts(list(spec))
     if not isinstance(spec, str):

@@ -322,7 +322,7 @@ def main(argv: list[str] | None = None) -> None:
     if accelerator.is_main_process:
         summary = {"steps": step, "wall_seconds": round(clock.seconds, 1),
                    "stage_seconds": {k: round(v, 1) for k, v in stage_seconds.items()},
-                   "num_processes": accelerator.num_processes, "prompts": len(prompts), "teacher": cfg.teacher,
+                   "num_processes": accelerator.num_processes, "prompts": len(set(prompts)), "teacher": cfg.teacher,
                    **card_facts(cfg, sys.argv[1:] if argv is None else argv, prompts, step, accelerator)}
         final = out_dir / "pipeline"
         pipe.save_pretrained(final, include_text_encoder=cfg.save_text_encoder)
@@ -350,7 +350,7 @@ def card_facts(cfg: AtomConfig, argv: list[str], prompts: list[str], steps: int,
     earlier = json.loads(earlier_file.read_text()) if cfg.init_from and earlier_file.is_file() else {}
     return {
         "prompt_set": named,
-        "train_prompts": prompts,
+        "train_prompts": list(dict.fromkeys(prompts)),  # a prompt listed k times (a weight) once
         # AToM never sees Shapes64's held-out prompts: the card lists them when it trained on the rest.
         "heldout_prompts": load_prompts("shapes64-held-out") if named == "shapes64-seen" else None,
         "training_command": "\n".join(filter(None, [earlier.get("training_command"), command])),
