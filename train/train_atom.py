@@ -320,10 +320,11 @@ def main(argv: list[str] | None = None) -> None:
     progress.close()
 
     if accelerator.is_main_process:
+        facts = card_facts(cfg, sys.argv[1:] if argv is None else argv, prompts, step, accelerator)
         summary = {"steps": step, "wall_seconds": round(clock.seconds, 1),
                    "stage_seconds": {k: round(v, 1) for k, v in stage_seconds.items()},
-                   "num_processes": accelerator.num_processes, "prompts": len(set(prompts)), "teacher": cfg.teacher,
-                   **card_facts(cfg, sys.argv[1:] if argv is None else argv, prompts, step, accelerator)}
+                   "num_processes": accelerator.num_processes, "prompts": len(facts["train_prompts"]),
+                   "teacher": cfg.teacher, **facts}
         final = out_dir / "pipeline"
         pipe.save_pretrained(final, include_text_encoder=cfg.save_text_encoder)
         (final / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
