@@ -58,6 +58,18 @@ def same_mesh(a: trimesh.Trimesh, b: trimesh.Trimesh) -> bool:
     )
 
 
+def same_mesh_up_to_rounding(a: trimesh.Trimesh, b: trimesh.Trimesh) -> bool:
+    """The same mesh computed in batches of other sizes: the same faces, vertices within float
+    rounding and colors within one 8-bit step. Batched matmuls round differently with the batch's
+    size on some CPUs (measured: vertices 1e-7 apart on an AVX-512 / AMX Xeon, and 3e-8 with one
+    thread elsewhere), and the mesh generator's point batches are padded to the longest item."""
+    return (
+        np.array_equal(a.faces, b.faces)
+        and np.allclose(a.vertices, b.vertices, rtol=0, atol=1e-6)
+        and np.abs(a.visual.vertex_colors.astype(int) - b.visual.vertex_colors.astype(int)).max() <= 1
+    )
+
+
 def check_colored_mesh_in_box(mesh) -> None:
     assert isinstance(mesh, trimesh.Trimesh)
     assert len(mesh.faces) > 100 and len(mesh.vertices) > 50
@@ -95,12 +107,14 @@ def test_meshes_one_colored_trimesh_per_prompt(pipe, reference):
     assert len(out.meshes) == 2 and out.triplanes is None
     for mesh in out.meshes:
         check_colored_mesh_in_box(mesh)
-    assert same_mesh(out.meshes[0], reference[PROMPT_C]) and same_mesh(out.meshes[1], reference[PROMPT_A])
+    assert same_mesh_up_to_rounding(out.meshes[0], reference[PROMPT_C])
+    assert same_mesh_up_to_rounding(out.meshes[1], reference[PROMPT_A])
 
 
 def test_deterministic(pipe, reference):
     first, second = pipe([PROMPT_B, PROMPT_B]).meshes
     assert same_mesh(first, second)
+    assert same_mesh_up_to_rounding(first, reference[PROMPT_B])  # alone vs in a batch of two
     assert same_mesh(pipe(PROMPT_B).meshes[0], reference[PROMPT_B])
     assert same_mesh(tiny_pipeline()(PROMPT_B).meshes[0], reference[PROMPT_B])  # rebuilt from the seed
 
@@ -132,7 +146,8 @@ def test_output_type_validated(pipe):
 def test_prompt_embeds_equal_prompts(pipe, reference):
     embeds, mask = pipe.encode_prompt([PROMPT_A, PROMPT_B])
     meshes = pipe(prompt_embeds=embeds, prompt_attention_mask=mask).meshes
-    assert same_mesh(meshes[0], reference[PROMPT_A]) and same_mesh(meshes[1], reference[PROMPT_B])
+    assert same_mesh_up_to_rounding(meshes[0], reference[PROMPT_A])
+    assert same_mesh_up_to_rounding(meshes[1], reference[PROMPT_B])
     with pytest.raises(ValueError, match="exactly one"):
         pipe(PROMPT_A, prompt_embeds=embeds)
     with pytest.raises(ValueError, match=r"\(B, L, 384\)"):
@@ -143,9 +158,10 @@ def test_interpolate_end_points_are_the_prompts(pipe, reference):
     """PROMPT_B has more tokens than PROMPT_A: the end points must still attend to their own tokens only."""
     out = pipe.interpolate(PROMPT_A, PROMPT_B, num=4)
     assert len(out.meshes) == 4
-    assert same_mesh(out.meshes[0], reference[PROMPT_A])
-    assert same_mesh(out.meshes[-1], reference[PROMPT_B])
-    assert not same_mesh(out.meshes[1], reference[PROMPT_A]) and not same_mesh(out.meshes[1], reference[PROMPT_B])
+    assert same_mesh_up_to_rounding(out.meshes[0], reference[PROMPT_A])
+    assert same_mesh_up_to_rounding(out.meshes[-1], reference[PROMPT_B])
+    middle = out.meshes[1]
+    assert not same_mesh_up_to_rounding(middle, reference[PROMPT_A]) and not same_mesh_up_to_rounding(middle, reference[PROMPT_B])
     assert len(pipe.interpolate(PROMPT_A, PROMPT_B, weights=[0.0, 0.3], output_type="latent").triplanes) == 2
     with pytest.raises(ValueError, match="num must be an int >= 2, got 1"):
         pipe.interpolate(PROMPT_A, PROMPT_B, num=1)
@@ -156,12 +172,7 @@ def test_batches_larger_than_batch_size(pipe):
     chunked = pipe(prompts, batch_size=2, progress=False).meshes
     whole = pipe(prompts, batch_size=8).meshes
     assert len(chunked) == len(whole) == 5
-    # Equal up to float rounding: with one thread, a prompt alone in its chunk goes through other
-    # matmul kernels than in a batch of five (vertices measured 3e-8 apart).
-    for a, b in zip(chunked, whole):
-        assert np.array_equal(a.faces, b.faces)
-        np.testing.assert_allclose(a.vertices, b.vertices, rtol=0, atol=1e-6)
-        assert np.abs(a.visual.vertex_colors.astype(int) - b.visual.vertex_colors.astype(int)).max() <= 1
+    assert all(same_mesh_up_to_rounding(a, b) for a, b in zip(chunked, whole))
 
 
 def test_marching_resolution(pipe):
