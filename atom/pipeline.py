@@ -91,11 +91,16 @@ class AToMPipeline(DiffusionPipeline):
             check_pipeline_folder(Path(path))
         kwargs.setdefault("use_safetensors", True)
         pipe = super().from_pretrained(path, **kwargs)
-        if pipe.text_encoder is None or pipe.tokenizer is None:
-            source = pipe.config.text_encoder_name_or_path
-            tokenizer, text_encoder = load_text_encoder(None if source == DEFAULT_TEXT_ENCODER else source)
-            pipe.register_modules(tokenizer=tokenizer, text_encoder=text_encoder)
+        pipe._load_missing_text_encoder()
         return pipe
+
+    def _load_missing_text_encoder(self) -> None:
+        """Loads the text encoder from `text_encoder_name_or_path` when the folder had none (also
+        on first use, for a pipeline that `DiffusionPipeline.from_pretrained` loaded)."""
+        if self.text_encoder is None or self.tokenizer is None:
+            source = self.config.text_encoder_name_or_path
+            tokenizer, text_encoder = load_text_encoder(None if source == DEFAULT_TEXT_ENCODER else source)
+            self.register_modules(tokenizer=tokenizer, text_encoder=text_encoder.to(self.text_to_triplane.device))
 
     def save_pretrained(self, save_directory: str | os.PathLike, include_text_encoder: bool = True, **kwargs) -> None:
         """Saves a diffusers folder: model_index.json, one subfolder per component, safetensors.
@@ -132,6 +137,7 @@ class AToMPipeline(DiffusionPipeline):
 
     def encode_prompt(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-token embeddings (B, L, D) and mask (B, L) of validated prompts."""
+        self._load_missing_text_encoder()
         return encode_prompts(self.tokenizer, self.text_encoder, prompts, self.config.text_max_length)
 
     @torch.no_grad()
@@ -145,7 +151,8 @@ class AToMPipeline(DiffusionPipeline):
         batch_size: int = 8,
         coarse_to_fine: bool = True,
         progress: bool | None = None,
-    ) -> AToMPipelineOutput:
+        return_dict: bool = True,
+    ) -> AToMPipelineOutput | tuple:
         """Generates one textured mesh per prompt, deterministically.
 
         Args:
@@ -158,10 +165,14 @@ class AToMPipeline(DiffusionPipeline):
             batch_size: prompts per forward pass; larger requests are chunked.
             coarse_to_fine: evaluate the SDF densely only near the surface (same mesh, faster).
             progress: show a progress bar over chunks (default: when there is more than one).
+            return_dict: False returns a tuple instead, as diffusers pipelines do: `(meshes,)`,
+                or `(triplanes,)` for output_type "latent".
 
         Returns:
             `AToMPipelineOutput`. Meshes are in the model's frame (Y up, inside [-1, 1]^3); a
-            prompt whose field has no surface gives an empty mesh and a warning.
+            prompt whose field has no surface gives an empty mesh and a warning. Vertex
+            positions, colors and triplane sampling are float32 also for a bf16 pipeline or
+            under `torch.autocast`.
         """
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
@@ -204,10 +215,10 @@ class AToMPipeline(DiffusionPipeline):
                     warnings.warn(f"{name} gave no surface (the SDF never crosses zero): returning an empty mesh", RuntimeWarning, stacklevel=2)
             meshes.extend(chunk_meshes)
         if output_type == "latent":
-            return AToMPipelineOutput(triplanes=torch.cat(triplanes))
-        if output_type == "trimesh":
-            meshes = [m.to_trimesh() for m in meshes]
-        return AToMPipelineOutput(meshes=meshes)
+            output = AToMPipelineOutput(triplanes=torch.cat(triplanes))
+        else:
+            output = AToMPipelineOutput(meshes=[m.to_trimesh() for m in meshes] if output_type == "trimesh" else meshes)
+        return output if return_dict else output.to_tuple()
 
     def _check_embeds(self, embeds: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         expected = self.text_to_triplane.config.text_embed_dim
@@ -266,3 +277,16 @@ class AToMPipeline(DiffusionPipeline):
             text_encoder_name_or_path=text_encoder_name_or_path or DEFAULT_TEXT_ENCODER,
         )
 
+
+def _register_with_diffusers() -> None:
+    """Lets `diffusers.DiffusionPipeline.from_pretrained(folder)` load AToM folders once `atom`'s
+    pipeline is imported: diffusers looks a folder's `_class_name` up in its own namespace.
+    Without this import diffusers cannot know the class (and says "module diffusers has no
+    attribute AToMPipeline"): use `from atom import AToMPipeline`."""
+    import diffusers
+
+    if getattr(diffusers, "AToMPipeline", None) is None:
+        setattr(diffusers, "AToMPipeline", AToMPipeline)
+
+
+_register_with_diffusers()

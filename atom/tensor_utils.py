@@ -21,3 +21,10 @@ def pack_selected(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch
     packed = torch.zeros(mask.shape[0], width, dtype=torch.int64, device=mask.device)
     packed[rows, slots] = cols
     return rows, cols, slots, packed
+
+
+def full_precision(device: torch.device | str) -> torch.autocast:
+    """Autocast switched off on `device`'s kind, for geometry that bf16 / fp16 would spoil
+    (camera projections, ray directions: their matmuls are on autocast's lower-precision list).
+    Inputs must be cast to float32 inside."""
+    return torch.autocast(torch.device(device).type, enabled=False)

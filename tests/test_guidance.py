@@ -247,3 +247,44 @@ def test_teacher_prompts_null_conditioning(teachers):
         # Each distinct prompt is encoded once.
         prompts.condition(PROMPTS + PROMPTS[:1])
         assert len(prompts.cache) == 2
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_condition_follows_the_teacher_to_its_device(teachers, kind):
+    """Text encoders run on the CPU (or not at all, their embeddings cached) while the teacher
+    sits on an accelerator: the SDS step moves the condition to the teacher's device. The
+    teacher goes to the `meta` device here, a second device that exists on every machine (CUDA
+    training crashed at its first step with "Expected all tensors to be on the same device")."""
+    folder, _, prompts = teachers[kind]
+    teacher = DiffusionTeacher.from_pretrained(folder).to("meta")
+    condition = prompts.condition(PROMPTS, cameras(2))
+    assert condition.embeds.device.type == "cpu" and condition.cameras.elevation.device.type == "cpu"
+    renders = torch.rand(2, 3, 16, 16, device="meta", requires_grad=True)
+    out = ScoreDistillation(teacher, guidance_scale=5.0)(renders, condition, generator=torch.Generator().manual_seed(0))
+    assert out["loss"].device.type == "meta" and out["t"].device.type == "meta"
+    moved = condition.to("meta")
+    assert {t.device.type for t in (moved.embeds, moved.mask, moved.uncond_embeds, moved.uncond_mask)} == {"meta"}
+    assert moved.cameras.azimuth.device.type == "meta"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_bf16_teacher_keeps_sds_in_float32(teachers, kind):
+    """A teacher loaded in bf16 (mixed-precision training): its networks run in bf16, while the
+    model-space x, the noise and the SDS gradient stay float32, and the gradient is the fp32
+    teacher's up to bf16 rounding."""
+    folder, fp32, prompts = teachers[kind]
+    bf16 = DiffusionTeacher.from_pretrained(folder, dtype=torch.bfloat16)
+    assert bf16.unet.dtype == torch.bfloat16 and (bf16.vae is None or bf16.vae.dtype == torch.bfloat16)
+    condition = prompts.condition(PROMPTS, cameras(2))
+    grads = []
+    for teacher in (fp32, bf16):
+        renders = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(3)).requires_grad_()
+        torch.manual_seed(1)  # the VAE's latent sample
+        out = ScoreDistillation(teacher, guidance_scale=5.0)(renders, condition, generator=torch.Generator().manual_seed(7))
+        assert out["loss"].dtype == torch.float32 and torch.isfinite(out["loss"])
+        assert teacher.encode_images(renders).dtype == torch.float32
+        out["loss"].backward()
+        grads.append(renders.grad)
+    assert grads[1].dtype == torch.float32
+    cosine = torch.nn.functional.cosine_similarity(grads[0].flatten(), grads[1].flatten(), dim=0)
+    assert cosine > 0.95

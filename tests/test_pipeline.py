@@ -138,6 +138,51 @@ def test_output_type_mesh(pipe, reference):
     assert same_mesh(mesh.to_trimesh(), reference[PROMPT_A])
 
 
+def test_return_dict_false_gives_a_tuple(pipe, reference):
+    """diffusers' convention: `return_dict=False` returns the output's fields as a tuple."""
+    (meshes,) = pipe(PROMPT_A, return_dict=False)
+    assert same_mesh(meshes[0], reference[PROMPT_A])
+    (triplanes,) = pipe(PROMPT_A, output_type="latent", return_dict=False)
+    assert torch.equal(triplanes, pipe(PROMPT_A, output_type="latent").triplanes)
+
+
+def test_diffusers_loads_a_saved_folder_once_atom_is_imported(saved, reference):
+    from diffusers import DiffusionPipeline
+
+    loaded = DiffusionPipeline.from_pretrained(saved)
+    assert type(loaded) is AToMPipeline
+    assert same_mesh(loaded(PROMPT_A).meshes[0], reference[PROMPT_A])
+
+
+def mean_distance(a: Mesh, b: Mesh) -> float:
+    """Mean distance (world units) from a's vertices to b's nearest vertex."""
+    return torch.cdist(a.verts, b.verts).min(1).values.mean().item()
+
+
+@pytest.mark.parametrize("how", ["autocast", "bf16 weights"])
+def test_bf16_inference_keeps_geometry_in_float32(reference, how):
+    """Under `torch.autocast(bfloat16)` (it failed with a dtype mismatch in coarse-to-fine
+    extraction) and with bf16 weights, the MLPs run in bf16 but triplane sampling, SDF,
+    vertex positions and colors stay float32: the surface is the fp32 one up to bf16 noise."""
+    pipe = tiny_pipeline()
+    ref = pipe([PROMPT_A, PROMPT_C], output_type="mesh").meshes
+    if how == "autocast":
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = pipe([PROMPT_A, PROMPT_C], output_type="mesh").meshes
+    else:
+        pipe.to(torch.bfloat16)
+        assert pipe.mesh_generator.dtype == pipe.text_to_triplane.dtype == torch.bfloat16
+        low = pipe([PROMPT_A, PROMPT_C], output_type="mesh").meshes
+    cell = 2 / pipe.mesh_generator.config.tet_resolution
+    for a, b in zip(ref, low):
+        assert b.verts.dtype == b.colors.dtype == torch.float32
+        assert abs(len(b.faces) - len(a.faces)) <= 0.02 * len(a.faces)
+        assert max(mean_distance(a, b), mean_distance(b, a)) < 0.1 * cell
+        assert (a.colors.mean(0) - b.colors.mean(0)).abs().max() < 0.02
+    # The bf16 run is not the fp32 run: the comparison above could fail.
+    assert not all(torch.equal(a.verts, b.verts) for a, b in zip(ref, low))
+
+
 def test_output_type_validated(pipe):
     with pytest.raises(ValueError, match="'glb'"):
         pipe(PROMPT_A, output_type="glb")

@@ -347,3 +347,46 @@ def test_config_errors(tmp_path, capsys):
     assert cfg.elevation_range == [0.0, 30.0]
     with pytest.raises(ValueError, match="checkpoint"):
         common.resolve_resume(tmp_path, str(tmp_path / "not-a-checkpoint"))
+
+
+def test_bf16_mixed_precision_trains_both_stages_with_a_bf16_teacher(prior_teacher, tmp_path, monkeypatch):
+    """`mixed_precision: bf16` (accelerate's CPU autocast here): the teacher loads in bf16, both
+    stages take finite steps, and the saved weights are float32 and trained."""
+    loaded_dtypes = []
+    real_from_pretrained = train_atom.DiffusionTeacher.from_pretrained
+
+    def recording_from_pretrained(name_or_path, dtype=None, **kwargs):
+        loaded_dtypes.append(dtype)
+        return real_from_pretrained(name_or_path, dtype=dtype, **kwargs)
+
+    monkeypatch.setattr(train_atom.DiffusionTeacher, "from_pretrained", recording_from_pretrained)
+    out = tmp_path / "bf16"
+    train_atom.main(["--config", str(CONFIG), "--teacher", str(prior_teacher), "--output_dir", str(out),
+                     "--mixed_precision", "bf16", "--max_train_steps", "4", "--stage1_steps", "2"])
+    assert loaded_dtypes == [torch.bfloat16]
+    steps = steps_of(read_log(out))
+    assert [r["stage"] for r in steps] == [1, 1, 2, 2]
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in steps)
+    trained = weights(out / "pipeline")
+    assert all(v.dtype == torch.float32 for v in trained.values())
+    start = AToMPipeline.from_components("tiny")
+    assert not torch.equal(trained["mesh_generator.sdf_net.0.weight"], start.mesh_generator.sdf_net[0].weight)
+
+
+def test_text_is_encoded_before_the_loop_and_the_encoders_released(prior_teacher):
+    """Every prompt the loop can ask for (AToM's; the teacher's with each view suffix) is cached
+    on the training device before the loop, the teacher's encoder is dropped and AToM's is back
+    on the CPU for validation and saving: no text encoder runs inside the loop."""
+    cfg = train_atom.AtomConfig(teacher=str(prior_teacher), model_preset="tiny")
+    pipe = AToMPipeline.from_components("tiny")
+    atom_text, teacher_text = train_atom.encode_training_prompts(pipe, cfg, TINY_PROMPTS, torch.device("cpu"))
+    assert atom_text.text_encoder is None and teacher_text.cache.text_encoder is None
+    assert pipe.text_encoder is not None and pipe.text_encoder.device.type == "cpu"
+    assert set(atom_text) == set(TINY_PROMPTS)
+    assert {f"{p}, {v}" for p in TINY_PROMPTS for v in train_atom.VIEWS} <= set(teacher_text.cache)
+    cameras = train_atom.sample_cameras(64, elevation_range=(-10.0, 89.0), generator=torch.Generator().manual_seed(0))
+    prompts = [TINY_PROMPTS[i % 3] for i in range(64)]
+    condition = teacher_text.condition(train_atom.teacher_prompts_for(prompts, cameras, True), cameras)
+    assert condition.embeds.shape[0] == 64  # every view the loop draws is in the cache
+    with pytest.raises(KeyError, match="a pink torus"):
+        atom_text(["a pink torus"])

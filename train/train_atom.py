@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, gather_object, set_seed
 from torch import nn
@@ -51,7 +52,7 @@ from card import SUMMARY_FILE, card_data, stage_seconds_total, write_card  # noq
 from prompt_sets import NAMED_SETS, load_prompts  # noqa: E402
 from validation import save_validation  # noqa: E402
 
-from atom.data import view_word  # noqa: E402
+from atom.data import VIEWS, view_word  # noqa: E402
 from atom.geometry.mesh import Mesh  # noqa: E402
 from atom.geometry.regularizers import laplacian_smoothing, normal_consistency  # noqa: E402
 from atom.guidance import DiffusionTeacher  # noqa: E402
@@ -211,6 +212,35 @@ def build_pipeline(cfg: AtomConfig) -> AToMPipeline:
     return AToMPipeline.from_components(cfg.model_preset, text_encoder_name_or_path=cfg.text_encoder)
 
 
+def encode_training_prompts(pipe: AToMPipeline, cfg: AtomConfig, prompts: list[str],
+                            device: torch.device) -> tuple[PromptEmbeddingCache, TeacherPrompts]:
+    """Every text embedding the loop needs, computed once before it on `device`: AToM's prompts
+    with AToM's encoder, and the teacher's (each prompt with each view suffix) with the teacher's.
+    The teacher's encoder is released afterwards and AToM's goes back to the CPU (validation and
+    saving use it), so no text encoder runs in the loop or holds accelerator memory."""
+    atom_text = PromptEmbeddingCache(pipe.tokenizer, pipe.text_encoder.to(device), pipe.config.text_max_length)
+    atom_text(list(dict.fromkeys(prompts)))
+    atom_text.release_encoder()
+    pipe.text_encoder.to("cpu")
+    teacher_text = TeacherPrompts.for_teacher(cfg.teacher)
+    views = VIEWS if cfg.view_prompts else None
+    teacher_text.encode_all([p if views is None else f"{p}, {v}" for p in prompts for v in (views or [None])], device)
+    return atom_text, teacher_text
+
+
+def check_double_backward(device: torch.device) -> None:
+    """Stage 1's eikonal term differentiates SDF normals, which needs the double backward of
+    `grid_sample` (torch 2.13 has it; 2.11 lacks it): fail before training, not at its first step."""
+    planes = torch.zeros(1, 1, 2, 2, device=device, requires_grad=True)
+    points = torch.zeros(1, 1, 1, 2, device=device, requires_grad=True)
+    (normal,) = torch.autograd.grad(F.grid_sample(planes, points, align_corners=False).sum(), points, create_graph=True)
+    try:
+        torch.autograd.grad(normal.sum(), planes)
+    except RuntimeError as error:
+        raise RuntimeError(f"stage 1's eikonal term needs the double backward of grid_sample, which torch "
+                           f"{torch.__version__} lacks: install torch >= 2.13, or set eikonal_weight 0") from error
+
+
 def teacher_prompts_for(prompts: list[str], cameras, view_prompts: bool) -> list[str]:
     """View-dependent prompts ("..., side view") for the teacher, one per render."""
     if not view_prompts:
@@ -241,9 +271,12 @@ def main(argv: list[str] | None = None) -> None:
     shard = prompts[accelerator.process_index :: accelerator.num_processes] or prompts
 
     pipe = build_pipeline(cfg)
-    atom_text = PromptEmbeddingCache(pipe.tokenizer, pipe.text_encoder, pipe.config.text_max_length)
-    teacher = DiffusionTeacher.from_pretrained(cfg.teacher).to(accelerator.device)
-    teacher_text = TeacherPrompts.for_teacher(cfg.teacher)
+    if cfg.eikonal_weight > 0 and (cfg.stage != 2 and (cfg.stage == 1 or cfg.stage1_steps > 0)):
+        check_double_backward(accelerator.device)
+    # The teacher in the mixed-precision dtype (SDS computes its gradient in float32 around it).
+    weight_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.mixed_precision, torch.float32)
+    teacher = DiffusionTeacher.from_pretrained(cfg.teacher, dtype=weight_dtype).to(accelerator.device)
+    atom_text, teacher_text = encode_training_prompts(pipe, cfg, shard, accelerator.device)
     sds = ScoreDistillation(teacher, cfg.guidance_scale, cfg.min_step_percent, cfg.max_step_percent, cfg.max_step_percent_end,
                             cfg.view_guidance_scale)
 
@@ -321,8 +354,8 @@ def main(argv: list[str] | None = None) -> None:
 
     if accelerator.is_main_process:
         facts = card_facts(cfg, sys.argv[1:] if argv is None else argv, prompts, step, accelerator)
-        summary = {"steps": step, "wall_seconds": round(clock.seconds, 1),
-                   "stage_seconds": {k: round(v, 1) for k, v in stage_seconds.items()},
+        summary = {"steps": step, "wall_seconds": round(clock.seconds, 3),
+                   "stage_seconds": {k: round(v, 3) for k, v in stage_seconds.items()},
                    "num_processes": accelerator.num_processes, "prompts": len(facts["train_prompts"]),
                    "teacher": cfg.teacher, **facts}
         final = out_dir / "pipeline"

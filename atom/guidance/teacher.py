@@ -76,6 +76,15 @@ class TeacherCondition:
     uncond_mask: torch.Tensor | None = None
     cameras: Cameras | None = None
 
+    def to(self, device: torch.device | str) -> "TeacherCondition":
+        """The same condition with every tensor on `device` (text encoders often run elsewhere
+        than the teacher: on the CPU, or not at all once their embeddings are cached)."""
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device)
+
+        return TeacherCondition(move(self.embeds), move(self.mask), move(self.uncond_embeds), move(self.uncond_mask),
+                                None if self.cameras is None else self.cameras.to(device))
+
 
 def _load_model_index(name_or_path: str) -> dict:
     if os.path.isdir(name_or_path):
@@ -150,14 +159,15 @@ class DiffusionTeacher(nn.Module):
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """Renders (B, 3, H, W) in [0, 1] -> the model's x0: pixels in [-1, 1] at `image_size`,
-        or scaled VAE latents. Differentiable."""
-        dtype = self.unet.dtype
+        or scaled VAE latents; float32 whatever the teacher's dtype (SDS computes its gradient
+        in float32, only the networks run in theirs). Differentiable."""
+        images = images.float()
         if images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
             images = F.interpolate(images, (self.image_size, self.image_size), mode="bilinear", align_corners=False, antialias=True)
-        x = images.to(dtype) * 2 - 1
+        x = images * 2 - 1
         if self.vae is None:
             return x
-        return self.vae.encode(x).latent_dist.sample() * self.vae.config.scaling_factor
+        return self.vae.encode(x.to(self.vae.dtype)).latent_dist.sample().float() * self.vae.config.scaling_factor
 
     def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise, for integer timesteps t (B,)."""
@@ -189,6 +199,7 @@ class DiffusionTeacher(nn.Module):
             (B, C, h, w) in the dtype of `x_t`.
         """
         batch = x_t.shape[0]
+        condition = condition.to(x_t.device)
         use_cfg = condition.uncond_embeds is not None and guidance_scale != 1.0
         use_view = view_guidance_scale != 0
         if use_view and not self.camera_conditioned:

@@ -56,6 +56,15 @@ class TeacherPrompts:
         text_encoder = model_class.from_pretrained(name_or_path, subfolder="text_encoder").eval().requires_grad_(False)
         return cls(tokenizer, text_encoder, max_length=min(getattr(tokenizer, "model_max_length", 77), 77), null="empty")
 
+    def encode_all(self, prompts: list[str], device: torch.device | str) -> None:
+        """Encodes `prompts` and the null prompt on `device`, then releases the text encoder:
+        a training loop that asks only for these prompts never runs it again, and a T5-XXL
+        (19 GB in fp32) does not stay in memory beside the teacher."""
+        self.cache.text_encoder.to(device)
+        self.cache(list(dict.fromkeys(prompts)))
+        self._null()
+        self.cache.release_encoder()
+
     def _null(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self._null_embeds is None:
             if self.null == "zeros":
@@ -63,6 +72,8 @@ class TeacherPrompts:
                 self._null_embeds = torch.zeros_like(probe[0]), torch.ones_like(mask[0])
             else:
                 tokens = self.cache.tokenizer([""], padding="max_length", max_length=self.cache.max_length, return_tensors="pt")
+                if self.cache.text_encoder is None:
+                    raise KeyError("the null prompt was not encoded before the text encoder was released")
                 with torch.inference_mode():
                     embeds = self.cache.text_encoder(
                         input_ids=tokens["input_ids"].to(self.cache.text_encoder.device),

@@ -119,7 +119,9 @@ class TriplaneMeshGenerator(ModelMixin, ConfigMixin):
             points: (B, N, 3) in [-1, 1]^3 (x, y, z), world units.
 
         Returns:
-            (B, N, 3C): the XY, XZ and YZ features, concatenated in that order.
+            (B, N, 3C) float32: the XY, XZ and YZ features, concatenated in that order. Sampled
+            in float32 whatever the triplanes' dtype: sample positions in bf16 would be off by
+            up to 1/256 of the box.
         """
         if triplanes.ndim != 5 or triplanes.shape[1:3] != (3, self.config.triplane_channels):
             raise ValueError(
@@ -128,12 +130,11 @@ class TriplaneMeshGenerator(ModelMixin, ConfigMixin):
         if points.ndim != 3 or points.shape[-1] != 3 or points.shape[0] != triplanes.shape[0]:
             raise ValueError(f"points must be (B, N, 3) with B = {triplanes.shape[0]}, got {tuple(points.shape)}")
         b, n = points.shape[:2]
-        points = points.to(triplanes.dtype)
-        x, y, z = points.unbind(-1)
+        x, y, z = points.float().unbind(-1)
         # (width, height) coordinates of each plane, as grid_sample's (x, y).
         grid = torch.stack([torch.stack(uv, -1) for uv in ((x, y), (x, z), (y, z))], dim=1)  # (B, 3, N, 2)
         features = F.grid_sample(
-            triplanes.flatten(0, 1),
+            triplanes.flatten(0, 1).float(),
             grid.reshape(b * 3, n, 1, 2),
             mode="bilinear",
             padding_mode="border",
@@ -142,16 +143,22 @@ class TriplaneMeshGenerator(ModelMixin, ConfigMixin):
         return features.view(b, 3, -1, n).permute(0, 3, 1, 2).reshape(b, n, -1)
 
     def _mlp_input(self, triplanes: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-        """(B, N, 3C + 3 + 6K): triplane features, x, positional encoding of x."""
+        """(B, N, 3C + 3 + 6K) in the MLPs' dtype: triplane features, x, positional encoding of x."""
         features = self.sample_features(triplanes, points)
-        points = points.to(features.dtype)
-        return torch.cat([features, points, positional_encoding(points, self.config.num_frequencies)], dim=-1)
+        points = points.float()
+        h = torch.cat([features, points, positional_encoding(points, self.config.num_frequencies)], dim=-1)
+        return h.to(self.dtype)
 
+    # The heads return float32 whatever the MLPs' dtype (bf16 weights, autocast): marching tets,
+    # vertex positions and NeuS's densities are geometry, and bf16 keeps 8 bits of mantissa.
     def _sdf_head(self, h: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-        return self.sdf_net(h).squeeze(-1) + (points.to(h.dtype).norm(dim=-1) - self.config.sdf_init_radius)
+        return self.sdf_net(h).float().squeeze(-1) + (points.float().norm(dim=-1) - self.config.sdf_init_radius)
 
     def _deformation_head(self, h: torch.Tensor, cell_size: float) -> torch.Tensor:
-        return torch.tanh(self.deformation_net(h)) * (self.config.deformation_scale * cell_size)
+        return torch.tanh(self.deformation_net(h).float()) * (self.config.deformation_scale * cell_size)
+
+    def _color_head(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.color_net(h).float())
 
     def sdf(self, triplanes: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
         """Signed distance, negative inside.
@@ -161,7 +168,7 @@ class TriplaneMeshGenerator(ModelMixin, ConfigMixin):
             points: (B, N, 3) in [-1, 1]^3.
 
         Returns:
-            (B, N) SDF values, world units.
+            (B, N) float32 SDF values, world units.
         """
         return self._sdf_head(self._mlp_input(triplanes, points), points)
 
@@ -174,7 +181,7 @@ class TriplaneMeshGenerator(ModelMixin, ConfigMixin):
             cell_size: edge of one cube of the tet grid in use, world units.
 
         Returns:
-            (B, N, 3) offsets, world units.
+            (B, N, 3) float32 offsets, world units.
         """
         return self._deformation_head(self._mlp_input(triplanes, points), cell_size)
 
@@ -186,15 +193,15 @@ class TriplaneMeshGenerator(ModelMixin, ConfigMixin):
             points: (B, N, 3) in [-1, 1]^3.
 
         Returns:
-            (B, N, 3) colors in [0, 1].
+            (B, N, 3) float32 colors in [0, 1].
         """
-        return torch.sigmoid(self.color_net(self._mlp_input(triplanes, points)))
+        return self._color_head(self._mlp_input(triplanes, points))
 
     def sdf_and_color(self, triplanes: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """SDF (B, N) and RGB (B, N, 3) in [0, 1] at points (B, N, 3), sharing one feature lookup
-        (the field a volume renderer queries in training stage 1)."""
+        """SDF (B, N) and RGB (B, N, 3) in [0, 1], float32, at points (B, N, 3), sharing one feature
+        lookup (the field a volume renderer queries in training stage 1)."""
         h = self._mlp_input(triplanes, points)
-        return self._sdf_head(h, points), torch.sigmoid(self.color_net(h))
+        return self._sdf_head(h, points), self._color_head(h)
 
     # ---- mesh extraction ----------------------------------------------------------------
 
@@ -299,7 +306,7 @@ class TriplaneMeshGenerator(ModelMixin, ConfigMixin):
 
         surfaces = []
         for i in range(triplanes.shape[0]):
-            verts = grid.verts.to(sdf.dtype)
+            verts = grid.verts  # float32, as sdf and offsets
             if deform:
                 # Deformed boundary vertices stay inside the [-1, 1]^3 box.
                 verts = (verts + offsets[i]).clamp(-1.0, 1.0)

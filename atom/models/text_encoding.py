@@ -126,9 +126,10 @@ def encode_prompts(
 class PromptEmbeddingCache(Mapping):
     """Encodes each distinct prompt once; maps a stripped prompt to its (embeds (L, D), mask (L,)).
 
-    Calling the cache with a list of prompts encodes those not seen yet (in one batch) and
-    returns the stacked embeddings of the whole list, so the text encoder never runs twice
-    for the same prompt in a training loop.
+    Calling the cache with a list of prompts encodes those not seen yet and returns the stacked
+    embeddings of the whole list, so the text encoder never runs twice for the same prompt in a
+    training loop. Embeddings stay on the encoder's device. `release_encoder()` drops the
+    encoder once every prompt a loop needs is in the cache.
     """
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, text_encoder: PreTrainedModel, max_length: int):
@@ -136,6 +137,11 @@ class PromptEmbeddingCache(Mapping):
         self.text_encoder = text_encoder
         self.max_length = max_length
         self._entries: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def release_encoder(self) -> None:
+        """Forgets the text encoder (its memory is freed when nothing else holds it); prompts not
+        in the cache raise a KeyError from then on."""
+        self.text_encoder = None
 
     def __getitem__(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
         if not isinstance(prompt, str):
@@ -159,6 +165,8 @@ class PromptEmbeddingCache(Mapping):
         """
         prompts = validate_prompts(prompts)
         missing = list(dict.fromkeys(p for p in prompts if p not in self._entries))
+        if missing and self.text_encoder is None:
+            raise KeyError(f"prompts {missing} were not encoded before the text encoder was released")
         if missing:
             embeds, mask = encode_prompts(self.tokenizer, self.text_encoder, missing, self.max_length)
             self._entries.update(zip(missing, zip(embeds, mask)))

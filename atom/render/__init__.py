@@ -2,7 +2,15 @@
 from .cameras import Cameras, look_at, perspective, sample_cameras, turntable_cameras
 from .mesh_renderer import render_mesh
 from .neus import NeuSRenderer, ray_box_intersection
-from .rasterizer import NvdiffrastRasterizer, Rasterizer, TorchRasterizer, get_rasterizer, nvdiffrast_available
+from .rasterizer import (
+    NvdiffrastRasterizer,
+    Rasterizer,
+    TorchRasterizer,
+    get_rasterizer,
+    nvdiffrast_available,
+    nvdiffrast_import_error,
+    soft_antialias,
+)
 from .shading import SHADING_MODES, sample_light_directions, shade
 
 __all__ = [
@@ -15,11 +23,13 @@ __all__ = [
     "get_rasterizer",
     "look_at",
     "nvdiffrast_available",
+    "nvdiffrast_import_error",
     "perspective",
     "ray_box_intersection",
     "render_mesh",
     "sample_cameras",
     "sample_light_directions",
     "shade",
+    "soft_antialias",
     "turntable_cameras",
 ]

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..tensor_utils import full_precision
+
 
 def look_at(eye: torch.Tensor, target: torch.Tensor | None = None, up: torch.Tensor | None = None) -> torch.Tensor:
     """Camera-to-world matrices (B, 4, 4) for cameras at `eye (B, 3)` looking at `target (B, 3)`."""
@@ -96,8 +98,10 @@ class Cameras:
         return look_at(self.position)
 
     def world_to_clip(self, aspect: float = 1.0, near: float = 0.1, far: float = 100.0) -> torch.Tensor:
-        """(B, 4, 4) model-view-projection matrices mapping world points to clip space."""
-        return perspective(torch.deg2rad(self.fovy), aspect, near, far) @ torch.linalg.inv(self.c2w)
+        """(B, 4, 4) float32 model-view-projection matrices mapping world points to clip space
+        (computed with autocast off)."""
+        with full_precision(self.device):
+            return perspective(torch.deg2rad(self.fovy.float()), aspect, near, far) @ torch.linalg.inv(self.c2w.float())
 
     def rays(self, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Rays through pixel centers, the same pixels the rasterizer samples.
@@ -115,8 +119,10 @@ class Cameras:
         d_cam = torch.stack(
             [x * tan_half * aspect, y.expand_as(x) * tan_half, -torch.ones_like(x).expand(len(self), -1, -1)], -1
         )
-        directions = torch.nn.functional.normalize(torch.einsum("bij,bhwj->bhwi", c2w[:, :3, :3], d_cam), dim=-1)
-        origins = c2w[:, None, None, :3, 3].expand_as(directions)
+        with full_precision(self.device):  # directions in float32 under autocast too
+            directions = torch.einsum("bij,bhwj->bhwi", c2w[:, :3, :3].float(), d_cam.float())
+        directions = torch.nn.functional.normalize(directions, dim=-1)
+        origins = c2w[:, None, None, :3, 3].float().expand_as(directions)
         return origins, directions
 
     def conditioning(self, azimuth_frequencies: int = 1) -> torch.Tensor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..geometry.mesh import Mesh, vertex_normals
+from ..tensor_utils import full_precision
 from .cameras import Cameras
 from .rasterizer import Rasterizer, get_rasterizer
 from .shading import shade
@@ -36,7 +37,9 @@ def render_mesh(
         view axis (0 on background); "normal" (B, 3, H, W) world normals (0 on background).
     """
     height, width = (resolution, resolution) if isinstance(resolution, int) else resolution
-    device, dtype = mesh.verts.device, mesh.verts.dtype
+    # Images and geometry in float32 whatever the mesh's dtype or an enclosing autocast: a bf16
+    # projection moves silhouettes, and bf16 triangle ids are exact only up to 256.
+    device, dtype = mesh.verts.device, torch.float32
     batch = len(cameras)
     bg = torch.as_tensor(background, device=device, dtype=dtype).reshape(-1, 1, 1, 3).expand(batch, 1, 1, 3)
     if mesh.is_empty:
@@ -48,16 +51,18 @@ def render_mesh(
         }
     rasterizer = rasterizer or get_rasterizer(device)
     cameras = cameras.to(device)
-    mvp = cameras.world_to_clip(aspect=width / height).to(dtype)
-    verts_h = torch.cat([mesh.verts, torch.ones_like(mesh.verts[:, :1])], -1)
-    pos = torch.einsum("bij,vj->bvi", mvp, verts_h)  # (B, V, 4) clip space
+    verts = mesh.verts.float()
+    mvp = cameras.world_to_clip(aspect=width / height)
+    verts_h = torch.cat([verts, torch.ones_like(verts[:, :1])], -1)
+    with full_precision(device):
+        pos = torch.einsum("bij,vj->bvi", mvp, verts_h)  # (B, V, 4) clip space
     tri = mesh.faces.int()
     rast = rasterizer.rasterize(pos, tri, (height, width))
     covered = (rast[..., 3:4] > 0).to(dtype)
 
-    colors = mesh.colors if mesh.colors is not None else torch.ones_like(mesh.verts)
+    colors = mesh.colors.float() if mesh.colors is not None else torch.ones_like(verts)
     view_depth = pos[..., 3:4]  # clip w = distance along the view axis
-    normals = vertex_normals(mesh.verts, mesh.faces)
+    normals = vertex_normals(verts, mesh.faces)
     attrs = rasterizer.interpolate(torch.cat([colors.expand(batch, -1, -1), view_depth, normals.expand(batch, -1, -1)], -1), rast, tri)
     albedo, depth, normal = attrs[..., :3], attrs[..., 3:4], torch.nn.functional.normalize(attrs[..., 4:7], dim=-1)
     light = None if light_dir is None else light_dir.to(device, dtype).view(batch, 1, 1, 3)

@@ -16,7 +16,7 @@ bounding boxes, plus a soft-silhouette antialias. `get_rasterizer` picks one.
 """
 from __future__ import annotations
 
-import importlib.util
+import functools
 from typing import Protocol
 
 import torch
@@ -73,6 +73,64 @@ def _point_triangle_distance_2d(px, py, x, y) -> torch.Tensor:
         dists.append(torch.hypot(px - x[:, i] - t * ex, py - y[:, i] - t * ey))
     d = torch.stack(dists, -1).min(-1).values
     return torch.where(inside, torch.zeros_like(d), d)
+
+
+def soft_antialias(
+    color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: torch.Tensor, edge_width: float = 1.0, edge_radius: int = 1
+) -> torch.Tensor:
+    """Soft silhouettes for any backend's `rast` (nvdiffrast's layout).
+
+    An empty pixel next to a covered one takes a share `1 - d / edge_width` (clamped to [0, 1])
+    of its nearest covered neighbour's color, d being the screen distance from its center to
+    that neighbour's triangle. Gradients reach `pos` through d. The ramp's slope integrates to
+    one pixel of coverage per pixel an edge moves, so silhouette gradients match finite
+    differences of the image (a sigmoid of d would give about half); the price is silhouettes
+    drawn about half a pixel wide. Occlusion edges between two surfaces are left hard.
+    nvdiffrast's own antialias was measured to lose these gradients on dense meshes (autograd
+    over finite differences 0.00-0.18 at 1,280 faces, 0.00-0.02 at 20,480); this one holds
+    there (tests/test_rasterizer.py), so every backend uses it.
+
+    Args:
+        color: (B, H, W, C) shaded image, OpenGL rows (row 0 at the bottom).
+        rast: (B, H, W, 4) as `rasterize` returns it (triangle id + 1 in the last channel).
+        pos: (B, V, 4) clip-space positions the image was rasterized from.
+        tri: (T, 3) int triangles.
+        edge_width: width, in pixels, of the coverage ramp outside silhouettes (<= edge_radius).
+        edge_radius: how far, in pixels, to look for a covered neighbour.
+
+    Returns:
+        (B, H, W, C), `color` with its rim pixels blended.
+    """
+    batch, height, width, _ = rast.shape
+    r = edge_radius
+    face_id = rast[..., 3].detach().long()  # 0 = empty
+    padded = F.pad(face_id, (r, r, r, r))  # (B, H+2r, W+2r)
+    k = 2 * r + 1
+    neighbours = padded.unfold(1, k, 1).unfold(2, k, 1).reshape(batch, height, width, k * k)
+    rim = (face_id == 0) & (neighbours > 0).any(-1)
+    if not rim.any():
+        return color
+    b, iy, ix = rim.nonzero().unbind(1)
+    cand = neighbours[b, iy, ix]  # (N, k*k), 0 where the neighbour is empty
+    offsets = torch.stack(
+        torch.meshgrid(torch.arange(-r, r + 1), torch.arange(-r, r + 1), indexing="ij"), -1
+    ).reshape(-1, 2).to(rast.device)  # (k*k, 2) as (dy, dx)
+    n, m = cand.shape
+    valid = cand > 0
+    rows = torch.arange(n, device=rast.device).unsqueeze(1).expand(n, m)[valid]
+    faces = cand[valid] - 1
+    corners = pos.float()[b[rows].unsqueeze(1), tri.long()[faces]]  # (P, 3, 4)
+    x, y, _ = _screen_coords(corners, height, width)
+    d = _point_triangle_distance_2d(ix[rows].to(x.dtype), iy[rows].to(x.dtype), x, y)
+    # Nearest candidate per rim pixel (ties: any).
+    d_full = torch.full((n, m), float("inf"), device=d.device, dtype=d.dtype).index_put((valid,), d)
+    best = d_full.argmin(-1)
+    dist = d_full.gather(1, best.unsqueeze(1)).squeeze(1)
+    src_y = (iy + offsets[best, 0]).clamp(0, height - 1)
+    src_x = (ix + offsets[best, 1]).clamp(0, width - 1)
+    alpha = (1 - dist / edge_width).clamp(0, 1).unsqueeze(-1).to(color.dtype)
+    blended = alpha * color[b, src_y, src_x] + (1 - alpha) * color[b, iy, ix]
+    return color.index_put((b, iy, ix), blended)
 
 
 class TorchRasterizer:
@@ -193,56 +251,32 @@ class TorchRasterizer:
         return out.index_put((covered,), values)
 
     def antialias(self, color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: torch.Tensor) -> torch.Tensor:
-        """Soft silhouettes: an empty pixel next to a covered one takes a share
-        `1 - d / edge_width` (clamped to [0, 1]) of its nearest covered neighbour's color, d being
-        the screen distance from its center to that neighbour's triangle. Gradients reach `pos`
-        through d. The ramp's slope integrates to one pixel of coverage per pixel an edge moves,
-        so silhouette gradients match finite differences of the image, as nvdiffrast's analytic
-        antialias does (a sigmoid of d would give about half); the price is silhouettes drawn
-        about half a pixel wide. Occlusion edges between two surfaces are left hard.
-        """
-        batch, height, width, _ = rast.shape
-        r = self.edge_radius
-        face_id = rast[..., 3].detach().long()  # 0 = empty
-        padded = F.pad(face_id, (r, r, r, r))  # (B, H+2r, W+2r)
-        k = 2 * r + 1
-        neighbours = padded.unfold(1, k, 1).unfold(2, k, 1).reshape(batch, height, width, k * k)
-        rim = (face_id == 0) & (neighbours > 0).any(-1)
-        if not rim.any():
-            return color
-        b, iy, ix = rim.nonzero().unbind(1)
-        cand = neighbours[b, iy, ix]  # (N, k*k), 0 where the neighbour is empty
-        offsets = torch.stack(
-            torch.meshgrid(torch.arange(-r, r + 1), torch.arange(-r, r + 1), indexing="ij"), -1
-        ).reshape(-1, 2).to(rast.device)  # (k*k, 2) as (dy, dx)
-        n, m = cand.shape
-        valid = cand > 0
-        rows = torch.arange(n, device=rast.device).unsqueeze(1).expand(n, m)[valid]
-        faces = cand[valid] - 1
-        corners = pos[b[rows].unsqueeze(1), tri.long()[faces]]  # (P, 3, 4)
-        x, y, _ = _screen_coords(corners, height, width)
-        d = _point_triangle_distance_2d(ix[rows].to(x.dtype), iy[rows].to(x.dtype), x, y)
-        # Nearest candidate per rim pixel (ties: any).
-        d_full = torch.full((n, m), float("inf"), device=d.device, dtype=d.dtype).index_put((valid,), d)
-        best = d_full.argmin(-1)
-        dist = d_full.gather(1, best.unsqueeze(1)).squeeze(1)
-        src_y = (iy + offsets[best, 0]).clamp(0, height - 1)
-        src_x = (ix + offsets[best, 1]).clamp(0, width - 1)
-        alpha = (1 - dist / self.edge_width).clamp(0, 1).unsqueeze(-1).to(color.dtype)
-        blended = alpha * color[b, src_y, src_x] + (1 - alpha) * color[b, iy, ix]
-        return color.index_put((b, iy, ix), blended)
+        return soft_antialias(color, rast, pos, tri, self.edge_width, self.edge_radius)
 
 
 class NvdiffrastRasterizer:
-    """`nvdiffrast.torch` on CUDA (install it from its source repository; see README)."""
+    """`nvdiffrast.torch` on CUDA (install it from its source repository; see README).
+
+    Rasterization and interpolation are nvdiffrast's; the antialias is `soft_antialias` by
+    default, because nvdiffrast's own gives almost no silhouette gradient on dense meshes
+    (DMTet meshes have 10k-100k faces). One CUDA context per instance: `get_rasterizer` keeps
+    one instance per device, since a new context costs ~0.2 s.
+
+    Args:
+        device: the CUDA device.
+        antialias: "soft" (`soft_antialias`) or "nvdiffrast" (`nvdiffrast.torch.antialias`).
+    """
 
     name = "nvdiffrast"
 
-    def __init__(self, device: torch.device | str = "cuda"):
+    def __init__(self, device: torch.device | str = "cuda", antialias: str = "soft"):
         import nvdiffrast.torch as dr
 
+        if antialias not in ("soft", "nvdiffrast"):
+            raise ValueError(f"antialias must be 'soft' or 'nvdiffrast', got {antialias!r}")
         self._dr = dr
         self._ctx = dr.RasterizeCudaContext(device=torch.device(device))
+        self.antialias_mode = antialias
 
     def rasterize(self, pos: torch.Tensor, tri: torch.Tensor, resolution: tuple[int, int]) -> torch.Tensor:
         _check_inputs(pos, tri)
@@ -256,15 +290,38 @@ class NvdiffrastRasterizer:
         return out
 
     def antialias(self, color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: torch.Tensor) -> torch.Tensor:
+        if self.antialias_mode == "soft":
+            return soft_antialias(color, rast, pos, tri)
         return self._dr.antialias(color.float().contiguous(), rast, pos.float().contiguous(), tri.int().contiguous())
 
 
+@functools.cache
+def nvdiffrast_import_error() -> str | None:
+    """Why `nvdiffrast.torch` cannot be used here (the import's error), or None when it imports.
+
+    A real import, not a search for the package: a source folder named `nvdiffrast` on
+    `sys.path` is found as an empty namespace package, and a build against another CUDA fails
+    only when its extension loads."""
+    try:
+        import nvdiffrast.torch as dr
+    except Exception as error:  # ImportError, OSError of a CUDA library, a failed extension build
+        return f"{type(error).__name__}: {error}"
+    if not hasattr(dr, "RasterizeCudaContext"):
+        return f"nvdiffrast.torch at {getattr(dr, '__file__', None) or 'a namespace package'} has no RasterizeCudaContext"
+    return None
+
+
 def nvdiffrast_available() -> bool:
-    return importlib.util.find_spec("nvdiffrast") is not None
+    """Whether `nvdiffrast.torch` imports and offers `RasterizeCudaContext`."""
+    return nvdiffrast_import_error() is None
+
+
+_RASTERIZERS: dict[tuple[str, str], Rasterizer] = {}
 
 
 def get_rasterizer(device: torch.device | str = "cpu", backend: str = "auto") -> Rasterizer:
-    """The rasterizer for `device`.
+    """The rasterizer for `device`, made once per device and backend (an nvdiffrast context is
+    expensive to create, and `render_mesh` asks for one on every call).
 
     Args:
         backend: "auto" (nvdiffrast when it imports and `device` is CUDA, else torch),
@@ -273,10 +330,17 @@ def get_rasterizer(device: torch.device | str = "cpu", backend: str = "auto") ->
     device = torch.device(device)
     if backend not in ("auto", "torch", "nvdiffrast"):
         raise ValueError(f"backend must be 'auto', 'torch' or 'nvdiffrast', got {backend!r}")
-    if backend == "nvdiffrast" or (backend == "auto" and device.type == "cuda" and nvdiffrast_available()):
+    if backend == "auto":
+        backend = "nvdiffrast" if device.type == "cuda" and nvdiffrast_available() else "torch"
+    if backend == "nvdiffrast":
         if device.type != "cuda":
             raise ValueError(f"the nvdiffrast backend needs a CUDA device, got {device}")
         if not nvdiffrast_available():
-            raise ImportError("backend='nvdiffrast' but nvdiffrast is not installed; see the README's CUDA section")
-        return NvdiffrastRasterizer(device)
-    return TorchRasterizer()
+            raise ImportError(f"backend='nvdiffrast' but nvdiffrast does not import ({nvdiffrast_import_error()}); "
+                              "see the README's CUDA section")
+        if device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+    key = (str(device) if backend == "nvdiffrast" else "any", backend)
+    if key not in _RASTERIZERS:
+        _RASTERIZERS[key] = NvdiffrastRasterizer(device) if backend == "nvdiffrast" else TorchRasterizer()
+    return _RASTERIZERS[key]
