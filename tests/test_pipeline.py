@@ -61,11 +61,12 @@ def same_mesh(a: trimesh.Trimesh, b: trimesh.Trimesh) -> bool:
 def same_mesh_up_to_rounding(a: trimesh.Trimesh, b: trimesh.Trimesh) -> bool:
     """The same mesh computed in batches of other sizes: the same faces, vertices within float
     rounding and colors within one 8-bit step. Batched matmuls round differently with the batch's
-    size on some CPUs (measured: vertices 1e-7 apart on an AVX-512 / AMX Xeon, and 3e-8 with one
-    thread elsewhere), and the mesh generator's point batches are padded to the longest item."""
+    size on some CPUs: on an AVX-512 / AMX Xeon MiniLM's embeddings of a prompt alone and in a
+    batch of two differ by 2e-6, the vertices by 1e-5 (3e-8 with one thread on other machines);
+    the mesh generator's point batches are padded to the longest item too. A grid cell is 0.03-0.1."""
     return (
         np.array_equal(a.faces, b.faces)
-        and np.allclose(a.vertices, b.vertices, rtol=0, atol=1e-6)
+        and np.allclose(a.vertices, b.vertices, rtol=0, atol=1e-4)
         and np.abs(a.visual.vertex_colors.astype(int) - b.visual.vertex_colors.astype(int)).max() <= 1
     )
 
@@ -126,7 +127,9 @@ def test_output_type_latent(pipe):
     assert out.triplanes.ndim == 5 and out.triplanes.shape[:3] == (3, 3, channels)
     assert out.triplanes.shape[3] == out.triplanes.shape[4] > 1
     single = pipe(PROMPT_B, output_type="latent").triplanes
-    assert torch.equal(out.triplanes[1:2], single)
+    # Alone vs in a batch of two: equal up to the embeddings' rounding (see same_mesh_up_to_rounding).
+    torch.testing.assert_close(out.triplanes[1:2], single, rtol=0, atol=1e-5)
+    assert not torch.allclose(out.triplanes[0], out.triplanes[1], atol=1e-3)
 
 
 def test_output_type_mesh(pipe, reference):

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from accelerate.state import AcceleratorState
 from safetensors.torch import load_file
 
 from atom.pipeline import AToMPipeline
@@ -361,8 +362,13 @@ def test_bf16_mixed_precision_trains_both_stages_with_a_bf16_teacher(prior_teach
 
     monkeypatch.setattr(train_atom.DiffusionTeacher, "from_pretrained", recording_from_pretrained)
     out = tmp_path / "bf16"
-    train_atom.main(["--config", str(CONFIG), "--teacher", str(prior_teacher), "--output_dir", str(out),
-                     "--mixed_precision", "bf16", "--max_train_steps", "4", "--stage1_steps", "2"])
+    # accelerate keeps one AcceleratorState per process: the runs of other tests set mixed_precision "no".
+    AcceleratorState._reset_state(reset_partial_state=True)
+    try:
+        train_atom.main(["--config", str(CONFIG), "--teacher", str(prior_teacher), "--output_dir", str(out),
+                         "--mixed_precision", "bf16", "--max_train_steps", "4", "--stage1_steps", "2"])
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
     assert loaded_dtypes == [torch.bfloat16]
     steps = steps_of(read_log(out))
     assert [r["stage"] for r in steps] == [1, 1, 2, 2]

@@ -112,13 +112,7 @@ def encode_prompts(
     input_ids = tokens["input_ids"].to(text_encoder.device)
     attention_mask = tokens["attention_mask"].to(text_encoder.device)
     with torch.inference_mode():
-        # One prompt per encoder call: batched matmuls round differently with the batch size on
-        # some CPUs (seen with AVX-512 / AMX kernels), and a prompt's mesh must not depend on
-        # which prompts share its call.
-        embeds = torch.cat([
-            text_encoder(input_ids=input_ids[i : i + 1], attention_mask=attention_mask[i : i + 1]).last_hidden_state
-            for i in range(len(prompts))
-        ])
+        embeds = text_encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
     # Inference tensors cannot be saved for backward; a clone outside inference mode can.
     return embeds.clone(), attention_mask.bool()
 

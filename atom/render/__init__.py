@@ -2,6 +2,7 @@
 from .cameras import Cameras, look_at, perspective, sample_cameras, turntable_cameras
 from .mesh_renderer import render_mesh
 from .neus import NeuSRenderer, ray_box_intersection
+from .antialias import silhouette_edges, soft_antialias
 from .rasterizer import (
     NvdiffrastRasterizer,
     Rasterizer,
@@ -9,7 +10,6 @@ from .rasterizer import (
     get_rasterizer,
     nvdiffrast_available,
     nvdiffrast_import_error,
-    soft_antialias,
 )
 from .shading import SHADING_MODES, sample_light_directions, shade
 
@@ -30,6 +30,7 @@ __all__ = [
     "sample_cameras",
     "sample_light_directions",
     "shade",
+    "silhouette_edges",
     "soft_antialias",
     "turntable_cameras",
 ]

@@ -20,7 +20,9 @@ import functools
 from typing import Protocol
 
 import torch
-import torch.nn.functional as F
+
+from .antialias import soft_antialias
+from .screen_geometry import barycentric_2d, screen_coords
 
 _Z_BITS = 30  # depth quantization for the packed (depth, triangle id) z-buffer key
 _ID_BITS = 32
@@ -41,96 +43,6 @@ def _check_inputs(pos: torch.Tensor, tri: torch.Tensor) -> None:
         raise ValueError(f"pos must be (B, V, 4) clip-space positions, got {tuple(pos.shape)}")
     if tri.ndim != 2 or tri.shape[-1] != 3 or tri.dtype not in (torch.int32, torch.int64):
         raise ValueError(f"tri must be a (T, 3) int32/int64 tensor, got {tuple(tri.shape)} {tri.dtype}")
-
-
-def _screen_coords(pos: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Pixel coordinates (x, y) with pixel centers at integers, row 0 at the bottom, and NDC z."""
-    ndc = pos[..., :3] / pos[..., 3:4]
-    x = (ndc[..., 0] + 1) * (0.5 * width) - 0.5
-    y = (ndc[..., 1] + 1) * (0.5 * height) - 0.5
-    return x, y, ndc[..., 2]
-
-
-def _barycentric_2d(px, py, x, y):
-    """Screen-space barycentrics of points (px, py) (N,) in triangles x, y (N, 3); also the doubled signed area."""
-    area = (x[:, 1] - x[:, 0]) * (y[:, 2] - y[:, 0]) - (x[:, 2] - x[:, 0]) * (y[:, 1] - y[:, 0])
-    w0 = (x[:, 1] - px) * (y[:, 2] - py) - (x[:, 2] - px) * (y[:, 1] - py)
-    w1 = (x[:, 2] - px) * (y[:, 0] - py) - (x[:, 0] - px) * (y[:, 2] - py)
-    safe = torch.where(area == 0, torch.ones_like(area), area)
-    b0, b1 = w0 / safe, w1 / safe
-    return b0, b1, 1 - b0 - b1, area
-
-
-def _point_triangle_distance_2d(px, py, x, y) -> torch.Tensor:
-    """Distance (N,) from points (px, py) to filled triangles (x, y) (N, 3); 0 inside."""
-    b0, b1, b2, _ = _barycentric_2d(px, py, x, y)
-    inside = (b0 >= 0) & (b1 >= 0) & (b2 >= 0)
-    dists = []
-    for i, j in ((0, 1), (1, 2), (2, 0)):
-        ex, ey = x[:, j] - x[:, i], y[:, j] - y[:, i]
-        t = ((px - x[:, i]) * ex + (py - y[:, i]) * ey) / (ex * ex + ey * ey).clamp_min(1e-12)
-        t = t.clamp(0, 1)
-        dists.append(torch.hypot(px - x[:, i] - t * ex, py - y[:, i] - t * ey))
-    d = torch.stack(dists, -1).min(-1).values
-    return torch.where(inside, torch.zeros_like(d), d)
-
-
-def soft_antialias(
-    color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: torch.Tensor, edge_width: float = 1.0, edge_radius: int = 1
-) -> torch.Tensor:
-    """Soft silhouettes for any backend's `rast` (nvdiffrast's layout).
-
-    An empty pixel next to a covered one takes a share `1 - d / edge_width` (clamped to [0, 1])
-    of its nearest covered neighbour's color, d being the screen distance from its center to
-    that neighbour's triangle. Gradients reach `pos` through d. The ramp's slope integrates to
-    one pixel of coverage per pixel an edge moves, so silhouette gradients match finite
-    differences of the image (a sigmoid of d would give about half); the price is silhouettes
-    drawn about half a pixel wide. Occlusion edges between two surfaces are left hard.
-    nvdiffrast's own antialias was measured to lose these gradients on dense meshes (autograd
-    over finite differences 0.00-0.18 at 1,280 faces, 0.00-0.02 at 20,480); this one holds
-    there (tests/test_rasterizer.py), so every backend uses it.
-
-    Args:
-        color: (B, H, W, C) shaded image, OpenGL rows (row 0 at the bottom).
-        rast: (B, H, W, 4) as `rasterize` returns it (triangle id + 1 in the last channel).
-        pos: (B, V, 4) clip-space positions the image was rasterized from.
-        tri: (T, 3) int triangles.
-        edge_width: width, in pixels, of the coverage ramp outside silhouettes (<= edge_radius).
-        edge_radius: how far, in pixels, to look for a covered neighbour.
-
-    Returns:
-        (B, H, W, C), `color` with its rim pixels blended.
-    """
-    batch, height, width, _ = rast.shape
-    r = edge_radius
-    face_id = rast[..., 3].detach().long()  # 0 = empty
-    padded = F.pad(face_id, (r, r, r, r))  # (B, H+2r, W+2r)
-    k = 2 * r + 1
-    neighbours = padded.unfold(1, k, 1).unfold(2, k, 1).reshape(batch, height, width, k * k)
-    rim = (face_id == 0) & (neighbours > 0).any(-1)
-    if not rim.any():
-        return color
-    b, iy, ix = rim.nonzero().unbind(1)
-    cand = neighbours[b, iy, ix]  # (N, k*k), 0 where the neighbour is empty
-    offsets = torch.stack(
-        torch.meshgrid(torch.arange(-r, r + 1), torch.arange(-r, r + 1), indexing="ij"), -1
-    ).reshape(-1, 2).to(rast.device)  # (k*k, 2) as (dy, dx)
-    n, m = cand.shape
-    valid = cand > 0
-    rows = torch.arange(n, device=rast.device).unsqueeze(1).expand(n, m)[valid]
-    faces = cand[valid] - 1
-    corners = pos.float()[b[rows].unsqueeze(1), tri.long()[faces]]  # (P, 3, 4)
-    x, y, _ = _screen_coords(corners, height, width)
-    d = _point_triangle_distance_2d(ix[rows].to(x.dtype), iy[rows].to(x.dtype), x, y)
-    # Nearest candidate per rim pixel (ties: any).
-    d_full = torch.full((n, m), float("inf"), device=d.device, dtype=d.dtype).index_put((valid,), d)
-    best = d_full.argmin(-1)
-    dist = d_full.gather(1, best.unsqueeze(1)).squeeze(1)
-    src_y = (iy + offsets[best, 0]).clamp(0, height - 1)
-    src_x = (ix + offsets[best, 1]).clamp(0, width - 1)
-    alpha = (1 - dist / edge_width).clamp(0, 1).unsqueeze(-1).to(color.dtype)
-    blended = alpha * color[b, src_y, src_x] + (1 - alpha) * color[b, iy, ix]
-    return color.index_put((b, iy, ix), blended)
 
 
 class TorchRasterizer:
@@ -172,8 +84,8 @@ class TorchRasterizer:
         py = (pixel // width) % height
         px = pixel % width
         corners = pos[b.unsqueeze(1), tri[face]]  # (N, 3, 4), differentiable
-        x, y, z = _screen_coords(corners, height, width)
-        s0, s1, s2, _ = _barycentric_2d(px.to(pos.dtype), py.to(pos.dtype), x, y)
+        x, y, z = screen_coords(corners, height, width)
+        s0, s1, s2, _ = barycentric_2d(px.to(pos.dtype), py.to(pos.dtype), x, y)
         # Perspective correction: screen-space weights divided by w, renormalized.
         inv_w = 1.0 / corners[..., 3]
         p0, p1, p2 = s0 * inv_w[:, 0], s1 * inv_w[:, 1], s2 * inv_w[:, 2]
@@ -187,7 +99,7 @@ class TorchRasterizer:
         """Flat pixel index (N,) into (B*H*W) and the visible triangle id (N,) of each covered pixel."""
         batch, device = pos.shape[0], pos.device
         corners = pos[:, tri]  # (B, T, 3, 4)
-        x, y, _ = _screen_coords(corners, height, width)
+        x, y, _ = screen_coords(corners, height, width)
         in_front = (corners[..., 3] > 1e-8).all(-1)
         x0 = x.amin(-1).ceil().clamp(0, width).long()
         x1 = x.amax(-1).floor().clamp(-1, width - 1).long()
@@ -222,8 +134,8 @@ class TorchRasterizer:
         bw = box_w.reshape(-1)[flat]
         px = x0.reshape(-1)[flat] + offset % bw
         py = y0.reshape(-1)[flat] + offset // bw
-        x, y, z = _screen_coords(corners[flat], height, width)
-        b0, b1, b2, area = _barycentric_2d(px.to(x.dtype), py.to(x.dtype), x, y)
+        x, y, z = screen_coords(corners[flat], height, width)
+        b0, b1, b2, area = barycentric_2d(px.to(x.dtype), py.to(x.dtype), x, y)
         depth = b0 * z[:, 0] + b1 * z[:, 1] + b2 * z[:, 2]
         hit = (b0 >= 0) & (b1 >= 0) & (b2 >= 0) & (area != 0) & (depth >= -1) & (depth <= 1)
         batch_index = flat[hit] // num_tri
