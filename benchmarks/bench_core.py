@@ -20,14 +20,20 @@ from atom.models import TriplaneMeshGenerator, atom_model_config
 from atom.render import NeuSRenderer, get_rasterizer, render_mesh, sample_light_directions, turntable_cameras
 
 
-def timed(fn, repeats: int) -> tuple[float, float]:
-    """Median wall-clock and process CPU milliseconds of `fn()` (CPU time counts all threads and
-    is steadier than wall time when other jobs share the machine)."""
+def timed(fn, repeats: int, device: torch.device | str = "cpu") -> tuple[float, float]:
+    """Median wall-clock and process CPU milliseconds of `fn()` after one warm-up call (CPU time
+    counts all threads and is steadier than wall time when other jobs share the machine). On a
+    CUDA `device` the clock is read only after the queued kernels have finished."""
+    cuda = torch.device(device).type == "cuda"
     fn()
     wall, cpu = [], []
     for _ in range(repeats):
+        if cuda:
+            torch.cuda.synchronize(device)
         start, start_cpu = time.perf_counter(), time.process_time()
         fn()
+        if cuda:
+            torch.cuda.synchronize(device)
         wall.append(time.perf_counter() - start)
         cpu.append(time.process_time() - start_cpu)
     return 1000 * statistics.median(wall), 1000 * statistics.median(cpu)
@@ -62,7 +68,7 @@ def main() -> None:
     rows: list[tuple[str, tuple[float, float]]] = []
 
     def add(name: str, fn) -> None:
-        rows.append((name, timed(fn, args.repeats)))
+        rows.append((name, timed(fn, args.repeats, device)))
 
     for res in (32, 64, 128):
         add(f"tet grid build res {res} (uncached)", lambda r=res: (_build_cpu.cache_clear(), build_tet_grid(r)))
