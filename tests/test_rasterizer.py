@@ -1,11 +1,13 @@
 """The torch rasterizer against an independent reference (trimesh ray casting), its gradients,
 and the nvdiffrast backend when it is importable."""
+import math
+
 import numpy as np
 import pytest
 import torch
 import trimesh
 
-from atom.geometry import Mesh
+from atom.geometry import Mesh, build_tet_grid, marching_tets
 from atom.render import Cameras, TorchRasterizer, get_rasterizer, nvdiffrast_available, render_mesh, silhouette_edges
 
 
@@ -137,10 +139,24 @@ def test_image_gradient_matches_finite_differences(shading, subdivisions, device
         numeric = [(image_sum(1 + h) - image_sum(1 - h)).item() / (2 * h) for h in (0.03, 0.05, 0.08)]
     reference = sum(numeric) / len(numeric)
     assert reference < 0
-    # Torch backend, measured: 1,280 faces 1.03 (albedo) / 0.95 (lambertian), 20,480 faces 1.00 /
-    # 0.90. With distances to neighbours' triangles only (before silhouette edges) 20,480 faces
-    # gave 0.79 / 0.70; nvdiffrast's own antialias 0.00-0.02 there; a sigmoid edge 2.5x too little.
+    # Torch backend, measured at 64 px: 1,280 faces 0.90 (albedo) / 0.86 (lambertian), 20,480
+    # faces 0.89 / 0.84 (128 px: 0.96-1.07). With distances to neighbours' triangles only (before
+    # silhouette edges) 20,480 faces gave 0.79 / 0.70; nvdiffrast's own antialias 0.00-0.02 there.
     assert analytic.item() == pytest.approx(reference, rel=0.25)
+
+
+@pytest.mark.parametrize("size", [48, 128])
+def test_antialiased_coverage_is_the_true_silhouette_area(size):
+    """The soft silhouette is centred on the edge (coverage 0.5 at the edge, as a box filter): the
+    summed alpha of a sphere is the area of its analytic disc in pixels (measured within 0.1 %).
+    A coverage ramp outside the edge only, with distances to silhouette edges, measured +7.6 % at
+    48 px (silhouettes half a pixel too wide: stage 2 would learn meshes that much too small)."""
+    grid = build_tet_grid(64)
+    verts, faces = marching_tets(grid.verts, grid.verts.norm(dim=-1) - 0.6, grid.tets)
+    cameras = _camera(elevation=0.0, azimuth=0.0)
+    alpha = render_mesh(Mesh(verts, faces), cameras, size, shading="albedo")["alpha"].sum().item()
+    ndc_radius = math.tan(math.asin(0.6 / 3.0)) / math.tan(math.radians(20.0))  # a sphere's outline is a circle
+    assert alpha == pytest.approx(math.pi * (ndc_radius * size / 2) ** 2, rel=0.005)
 
 
 def test_silhouette_edges_of_a_cube_seen_from_a_corner():
