@@ -10,12 +10,16 @@ import trimesh
 from atom.data import (
     COLORS,
     HELD_OUT,
+    PARAPHRASE_SYNONYMS,
+    PARAPHRASES,
+    PHRASINGS,
     SEEN,
     SHAPES,
     SHAPES64,
     SYNONYMS,
     VIEWS,
     caption,
+    caption_variants,
     evaluate_mesh,
     parse_prompt,
     prompt_for,
@@ -397,3 +401,38 @@ def test_voxelize_overlapping_closed_parts_is_their_union():
     in_b = (c > 0) & (c < 0.6)
     expected = (in_a[:, None, None] & in_a[None, :, None] & in_a) | (in_b[:, None, None] & in_b[None, :, None] & in_b)
     np.testing.assert_array_equal(voxelize(both.vertices, both.faces, 32), expected)
+
+
+def test_every_training_caption_parses_back_to_its_pair():
+    for shape in SHAPES:
+        for color in COLORS:
+            variants = caption_variants(shape, color, PHRASINGS)
+            assert len(variants) == len(PHRASINGS) * (1 + len(SYNONYMS[shape])) == len(set(variants))
+            for text in variants:
+                assert parse_prompt(text) == (shape, color) == parse_prompt(f"{text.upper()}, side view.")
+
+
+def test_caption_draws_every_phrasing_and_one_phrasing_draws_as_before():
+    rng = random.Random(0)
+    drawn = {caption("torus", "red", rng, 0.5, phrasings=PHRASINGS) for _ in range(400)}
+    assert drawn == set(caption_variants("torus", "red", PHRASINGS))
+    # One phrasing: the same rng draws and captions as the captions of the shipped teachers.
+    a, b = random.Random(3), random.Random(3)
+    for _ in range(50):
+        name = b.choice(SYNONYMS["cube"]) if b.random() < 0.3 else "cube"
+        assert caption("cube", "orange", a, 0.3) == f"an orange {name}"
+    assert a.random() == b.random()
+    with pytest.raises(ValueError, match="at least one"):
+        caption("cube", "red", rng, phrasings=[])
+
+
+def test_paraphrases_are_wordings_training_never_draws():
+    assert len(PARAPHRASES) >= 32 and len({r.prompt for r in PARAPHRASES}) == len(PARAPHRASES)
+    assert len({(r.shape, r.color) for r in PARAPHRASES}) == len(PARAPHRASES)
+    assert {r.shape for r in PARAPHRASES} == set(SHAPES) and {r.color for r in PARAPHRASES} == set(COLORS)
+    training = {v.lower() for s in SHAPES for c in COLORS for v in caption_variants(s, c, PHRASINGS)}
+    for record in PARAPHRASES:
+        assert parse_prompt(record.prompt) == (record.shape, record.color)
+        assert record.prompt.lower() not in training
+    names = {n for r in PARAPHRASES for n in PARAPHRASE_SYNONYMS[r.shape] if n in r.prompt}
+    assert names and not names & {n for s in SHAPES for n in SYNONYMS[s]}

@@ -207,3 +207,29 @@ def test_init_from_fine_tunes_a_saved_prior(run, tmp_path):
     with pytest.raises(ValueError, match="neither a valid local path nor a valid repo id"):
         train_prior.main(["--config", str(CONFIG), "--output_dir", str(tmp_path / "x"),
                           "--init_from", str(tmp_path / "no-such-prior")])
+
+
+def test_captions_draw_the_configured_phrasings():
+    """The 64 px prior's config lists atom.data.PHRASINGS; its captions use all of them (and
+    synonyms, view words), and every caption names its render's pair. The default (one
+    phrasing) is the shipped priors' caption distribution."""
+    import random
+
+    import yaml
+
+    from atom.data import COLORS, PHRASINGS, SHAPES, parse_prompt
+    from atom.data.renders import ShapeRenders
+
+    values = yaml.safe_load((ROOT / "train" / "configs" / "prior_shapes64px.yaml").read_text())
+    assert tuple(values["phrasings"]) == PHRASINGS and values["preset"] == "shapes64px"
+    cfg = train_prior.PriorConfig(phrasings=values["phrasings"])
+    n = 400
+    shape_index, color_index = torch.arange(n) % len(SHAPES), (torch.arange(n) // len(SHAPES)) % len(COLORS)
+    renders = ShapeRenders(torch.zeros(n, 3, 2, 2, dtype=torch.uint8), shape_index, color_index, sample_cameras(n))
+    captions = train_prior.sample_captions(renders, torch.arange(n), random.Random(0), cfg)
+    for i, text in enumerate(captions):
+        assert parse_prompt(text) == (SHAPES[shape_index[i]], list(COLORS)[color_index[i]])
+    assert any(", red" in t for t in captions) and any("that is" in t for t in captions)
+    assert any("-colored" in t for t in captions) and any(" in " in t.split(",")[0] for t in captions)
+    default = train_prior.sample_captions(renders, torch.arange(n), random.Random(0), train_prior.PriorConfig())
+    assert all(t.split(",")[0].split()[0] in ("a", "an") and len(t.split(",")[0].split()) >= 3 for t in default)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from atom.data import HELD_OUT, SEEN, SHAPES64
+from atom.data import HELD_OUT, PARAPHRASES, SEEN, SHAPES64
 from atom.models.text_encoding import validate_prompts
 
 NAMED_SETS: dict[str, list[str]] = {
@@ -13,6 +13,8 @@ NAMED_SETS: dict[str, list[str]] = {
     "shapes64-held-out": [r.prompt for r in HELD_OUT],
     # Validation renders: four seen prompts (one per row of the grid) and four held-out ones.
     "shapes64-validation": [r.prompt for r in SEEN[::14]] + [r.prompt for r in HELD_OUT[::2]],
+    # 40 wordings of Shapes64 pairs that no training caption uses (evaluation only).
+    "shapes64-paraphrases": [r.prompt for r in PARAPHRASES],
 }
 
 

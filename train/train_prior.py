@@ -16,7 +16,7 @@ import json
 import logging
 import random
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -72,6 +72,8 @@ class PriorConfig:
     view_shape_weight: float = 1.0
     text_dropout: float = 0.1
     synonym_prob: float = 0.3
+    # Caption templates drawn uniformly (atom.data.PHRASINGS); one, as the shipped priors were trained.
+    phrasings: list[str] = field(default_factory=lambda: ["{a} {color} {shape}"])
     view_word_prob: float = 0.5
     ema_decay: float = 0.999
     checkpointing_steps: int = 500
@@ -87,7 +89,8 @@ def sample_captions(renders: ShapeRenders, idx: torch.Tensor, rng: random.Random
     for i in idx.tolist():
         cams = renders.cameras
         view = view_word(float(cams.elevation[i]), float(cams.azimuth[i])) if rng.random() < cfg.view_word_prob else None
-        out.append(caption(SHAPES[renders.shape_index[i]], colors[renders.color_index[i]], rng, cfg.synonym_prob, view))
+        out.append(caption(SHAPES[renders.shape_index[i]], colors[renders.color_index[i]], rng, cfg.synonym_prob, view,
+                           cfg.phrasings))
     return out
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from typing import NamedTuple
 
 from .world import COLORS, SHAPES, check_color, check_shape
@@ -23,10 +24,41 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
     "snowman": ("snow man",),
 }
 
+# Phrasings of a (color, shape) pair for training captions (`caption`), the teacher's and AToM's
+# alike; "{a} " stands for "a" or "an", whichever the next word takes.
+PHRASINGS: tuple[str, ...] = (
+    "{a} {color} {shape}",
+    "{shape}, {color}",
+    "{a} {shape} that is {color}",
+    "{a} {color}-colored {shape}",
+    "{a} {shape} in {color}",
+)
+
+# Wordings no training caption uses, for the paraphrase evaluation set `PARAPHRASES`: other
+# phrasings and other names of the shapes. `parse_prompt` reads them (it is the ground truth's
+# labeler); training never draws them.
+PARAPHRASE_PHRASINGS: tuple[str, ...] = (
+    "the {shape} painted {color}",
+    "one {color} {shape}",
+    "{a} {shape} with a {color} color",
+    "{color} {shape}",
+    "{a} {shape}, colored {color}",
+)
+PARAPHRASE_SYNONYMS: dict[str, tuple[str, ...]] = {
+    "sphere": ("globe",),
+    "cube": ("cubic box",),
+    "cylinder": ("tube",),
+    "cone": ("conical shape",),
+    "torus": ("doughnut",),
+    "pyramid": ("square pyramid",),
+    "capsule": ("tablet",),
+    "snowman": ("snow figure",),
+}
+
 # View-dependent suffixes, as in DreamFusion / threestudio (see `view_word`).
 VIEWS: tuple[str, ...] = ("front view", "side view", "back view", "overhead view")
 
-_NAME_TO_SHAPE = {name: shape for shape in SHAPES for name in (shape, *SYNONYMS[shape])}
+_NAME_TO_SHAPE = {name: shape for shape in SHAPES for name in (shape, *SYNONYMS[shape], *PARAPHRASE_SYNONYMS[shape])}
 
 
 class PromptRecord(NamedTuple):
@@ -39,6 +71,12 @@ class PromptRecord(NamedTuple):
 
 def _with_article(phrase: str) -> str:
     return f"{'an' if phrase[0] in 'aeiou' else 'a'} {phrase}"
+
+
+def phrase(template: str, shape_name: str, color: str) -> str:
+    """`template` (see `PHRASINGS`) filled in: phrase("{a} {shape} in {color}", "orb", "red") -> "an orb in red"."""
+    body = template.removeprefix("{a} ").format(color=color, shape=shape_name)
+    return _with_article(body) if template.startswith("{a} ") else body
 
 
 def prompt_for(shape: str, color: str) -> str:
@@ -55,20 +93,37 @@ SEEN: tuple[PromptRecord, ...] = tuple(r for r in SHAPES64 if r not in HELD_OUT)
 def parse_prompt(prompt: str) -> tuple[str, str] | None:
     """(shape, color) named by a prompt or caption, or None if it is not one of the Shapes world.
 
-    Accepts "[a|an|the] {color} {shape or synonym}[, {view}]", any case and spacing, with an
-    optional final period: "a red sphere", "An orange box, side view".
+    Reads every wording of `PHRASINGS` and `PARAPHRASE_PHRASINGS` with any shape name of
+    `SYNONYMS` and `PARAPHRASE_SYNONYMS`, an optional ", {view}" suffix, any case and spacing,
+    an optional final period and an optional leading "the" in place of "a" / "an":
+    "a red sphere", "An orange box, side view", "ring, blue", "the globe painted pink".
     """
     text = " ".join(prompt.lower().strip().rstrip(".").split())
-    head, comma, view = text.partition(",")
-    if comma and view.strip() not in VIEWS:
-        return None
-    words = head.split()
-    if words and words[0] in ("a", "an", "the"):
-        words = words[1:]
-    if len(words) < 2 or words[0] not in COLORS:
-        return None
-    shape = _NAME_TO_SHAPE.get(" ".join(words[1:]))
-    return None if shape is None else (shape, words[0])
+    for view in VIEWS:
+        text = text.removesuffix(f", {view}")
+    for pattern in _PATTERNS:
+        match = pattern.fullmatch(text)
+        if match:
+            return _NAME_TO_SHAPE[match["shape"]], match["color"]
+    return None
+
+
+def _pattern(template: str) -> re.Pattern:
+    names = "|".join(sorted(map(re.escape, _NAME_TO_SHAPE), key=len, reverse=True))
+    body = re.escape(template.removeprefix("{a} ")).replace(r"\{color\}", f"(?P<color>{'|'.join(COLORS)})")
+    body = body.replace(r"\{shape\}", f"(?P<shape>{names})").replace(r"\ ", " ")
+    return re.compile(f"(?:(?:a|an|the) )?{body}" if template.startswith("{a} ") else body)
+
+
+_PATTERNS = [_pattern(t) for t in (*PHRASINGS, *PARAPHRASE_PHRASINGS)]
+
+
+def caption_variants(shape: str, color: str, phrasings: tuple[str, ...] | list[str] = PHRASINGS[:1],
+                     synonyms: bool = True) -> list[str]:
+    """Every caption `caption` can give a (shape, color) pair with these phrasings: each
+    phrasing with the shape's name and, if `synonyms`, each of its `SYNONYMS`."""
+    names = (check_shape(shape), *(SYNONYMS[shape] if synonyms else ()))
+    return [phrase(t, name, check_color(color)) for t in phrasings for name in names]
 
 
 def view_word(elevation_deg: float, azimuth_deg: float) -> str:
@@ -91,26 +146,48 @@ def view_word(elevation_deg: float, azimuth_deg: float) -> str:
 
 
 def caption(
-    shape: str, color: str, rng: random.Random, use_synonym_prob: float = 0.3, view: str | None = None
+    shape: str, color: str, rng: random.Random, use_synonym_prob: float = 0.3, view: str | None = None,
+    phrasings: tuple[str, ...] | list[str] = PHRASINGS[:1],
 ) -> str:
-    """A training caption for the teacher, e.g. "a red ball, side view".
+    """A training caption, e.g. "a red ball, side view" or "a ball that is red".
 
     Args:
         shape, color: names from `SHAPES` and `COLORS`.
         rng: the source of randomness; exactly one `rng.random()` per call, plus one
-            `rng.choice` when a synonym is used.
+            `rng.choice` when a synonym is used and one when there is more than one phrasing
+            (so one phrasing draws as the captions of the earlier teachers did).
         use_synonym_prob: probability of naming the shape by one of its `SYNONYMS`
             (shapes without synonyms keep their name).
         view: None for no suffix, or one of `VIEWS` (see `view_word`).
+        phrasings: templates to draw from uniformly (see `PHRASINGS`).
     """
     check_shape(shape)
     check_color(color)
+    if not phrasings:
+        raise ValueError("phrasings must name at least one template")
     name = shape
     if rng.random() < use_synonym_prob and SYNONYMS[shape]:
         name = rng.choice(SYNONYMS[shape])
-    text = _with_article(f"{color} {name}")
+    text = phrase(rng.choice(phrasings) if len(phrasings) > 1 else phrasings[0], name, color)
     if view is None:
         return text
     if view not in VIEWS:
         raise ValueError(f"unknown view {view!r}; choose one of {', '.join(VIEWS)} or None")
     return f"{text}, {view}"
+
+
+def _paraphrases() -> tuple[PromptRecord, ...]:
+    """40 prompts, 5 per shape, each pair at most once: the i-th shape's k-th prompt takes color
+    (i + 3k) mod 8 and `PARAPHRASE_PHRASINGS[k]`, with the shape's `PARAPHRASE_SYNONYMS` name in
+    the odd ones and its own name in the even ones (the held-out diagonal is among them, k = 0)."""
+    records = []
+    for i, shape in enumerate(SHAPES):
+        for k, template in enumerate(PARAPHRASE_PHRASINGS):
+            color = list(COLORS)[(i + 3 * k) % len(COLORS)]
+            name = PARAPHRASE_SYNONYMS[shape][0] if k % 2 else shape
+            records.append(PromptRecord(phrase(template, name, color), shape, color))
+    return tuple(records)
+
+
+# The paraphrase evaluation set: wordings that no training caption uses (see PARAPHRASE_PHRASINGS).
+PARAPHRASES: tuple[PromptRecord, ...] = _paraphrases()
