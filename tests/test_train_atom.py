@@ -9,6 +9,7 @@ can only fall if the SDS gradient reaches the model with the right sign and the 
 """
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -396,3 +397,26 @@ def test_text_is_encoded_before_the_loop_and_the_encoders_released(prior_teacher
     assert condition.embeds.shape[0] == 64  # every view the loop draws is in the cache
     with pytest.raises(KeyError, match="a pink torus"):
         atom_text(["a pink torus"])
+
+
+def test_each_step_words_its_prompts_from_the_caption_distribution(prior_teacher, tmp_path):
+    """With caption_phrasings, each drawn Shapes prompt is reworded per step (AToM and the
+    teacher see the same caption): the logged captions use several phrasings and synonyms, all
+    name a training pair, and every one was encoded before the loop. Without, prompts as written."""
+    from atom.data import PHRASINGS, parse_prompt
+
+    out = tmp_path / "captions"
+    train_atom.main(["--config", str(CONFIG), "--teacher", str(prior_teacher), "--output_dir", str(out),
+                     "--stage", "1", "--max_train_steps", "12", "--prompts_per_step", "4", "--validation_steps", "1000",
+                     "--caption_phrasings", json.dumps(list(PHRASINGS)), "--caption_synonym_prob", "0.5"])
+    captions = [p for r in steps_of(read_log(out)) for p in r["prompts"]]
+    pairs = {parse_prompt(p) for p in TINY_PROMPTS}
+    assert all(parse_prompt(c) in pairs for c in captions)
+    assert len(set(captions)) > 8 and set(captions) - set(TINY_PROMPTS)
+    assert any(" that is " in c for c in captions) and any(c.split(",")[0].split()[-1] in ("ball", "orb", "box", "block")
+                                                           for c in captions)
+    cfg = train_atom.AtomConfig(caption_phrasings=list(PHRASINGS), caption_synonym_prob=0.5)
+    assert set(captions) <= set(train_atom.all_captions(TINY_PROMPTS, cfg))
+    plain = train_atom.AtomConfig()
+    assert train_atom.all_captions(TINY_PROMPTS + ["a teapot"], plain) == TINY_PROMPTS + ["a teapot"]
+    assert train_atom.caption_for("a teapot", random.Random(0), cfg) == "a teapot"

@@ -52,7 +52,7 @@ from card import SUMMARY_FILE, card_data, stage_seconds_total, write_card  # noq
 from prompt_sets import NAMED_SETS, load_prompts  # noqa: E402
 from validation import save_validation  # noqa: E402
 
-from atom.data import VIEWS, view_word  # noqa: E402
+from atom.data import VIEWS, caption, caption_variants, parse_prompt, view_word  # noqa: E402
 from atom.geometry.mesh import Mesh  # noqa: E402
 from atom.geometry.regularizers import laplacian_smoothing, normal_consistency  # noqa: E402
 from atom.guidance import DiffusionTeacher  # noqa: E402
@@ -73,6 +73,10 @@ class AtomConfig:
     model_preset: str = "shapes"
     text_encoder: str | None = None  # None: all-MiniLM-L6-v2 from its PyPI package
     prompts: str | list[str] = "shapes64-seen"  # a named set, a .txt / .json file, or a list
+    # Each step words each Shapes-world prompt it draws by one of these templates (atom.data.PHRASINGS),
+    # the teacher seeing the same caption; None: prompts as written (other prompts always are).
+    caption_phrasings: list[str] | None = None
+    caption_synonym_prob: float = 0.0  # and names the shape by one of its synonyms this often
     validation_prompts: str | list[str] = "shapes64-validation"
     stage: int = 0  # 0: stage 1 then stage 2; 1 or 2: only that stage
     max_train_steps: int = 4000
@@ -212,14 +216,33 @@ def build_pipeline(cfg: AtomConfig) -> AToMPipeline:
     return AToMPipeline.from_components(cfg.model_preset, text_encoder_name_or_path=cfg.text_encoder)
 
 
+def caption_for(prompt: str, rng: random.Random, cfg: AtomConfig) -> str:
+    """The caption one step uses for `prompt`: a Shapes-world prompt reworded by a random
+    `caption_phrasings` template (and synonym), anything else as written."""
+    pair = parse_prompt(prompt) if cfg.caption_phrasings else None
+    if pair is None:
+        return prompt
+    return caption(*pair, rng, cfg.caption_synonym_prob, phrasings=cfg.caption_phrasings)
+
+
+def all_captions(prompts: list[str], cfg: AtomConfig) -> list[str]:
+    """Every caption `caption_for` can give these prompts."""
+    captions = []
+    for prompt in dict.fromkeys(prompts):
+        pair = parse_prompt(prompt) if cfg.caption_phrasings else None
+        captions += [prompt] if pair is None else caption_variants(*pair, cfg.caption_phrasings, cfg.caption_synonym_prob > 0)
+    return list(dict.fromkeys(captions))
+
+
 def encode_training_prompts(pipe: AToMPipeline, cfg: AtomConfig, prompts: list[str],
                             device: torch.device) -> tuple[PromptEmbeddingCache, TeacherPrompts]:
-    """Every text embedding the loop needs, computed once before it on `device`: AToM's prompts
-    with AToM's encoder, and the teacher's (each prompt with each view suffix) with the teacher's.
+    """Every text embedding the loop needs, computed once before it on `device`: AToM's captions
+    with AToM's encoder, and the teacher's (each caption with each view suffix) with the teacher's.
     The teacher's encoder is released afterwards and AToM's goes back to the CPU (validation and
     saving use it), so no text encoder runs in the loop or holds accelerator memory."""
+    prompts = all_captions(prompts, cfg)
     atom_text = PromptEmbeddingCache(pipe.tokenizer, pipe.text_encoder.to(device), pipe.config.text_max_length)
-    atom_text(list(dict.fromkeys(prompts)))
+    atom_text(prompts)
     atom_text.release_encoder()
     pipe.text_encoder.to("cpu")
     teacher_text = TeacherPrompts.for_teacher(cfg.teacher)
@@ -310,7 +333,7 @@ def main(argv: list[str] | None = None) -> None:
         for group in optimizer.param_groups:
             group["lr"] = get_lr(step, cfg, group["base_lr"])
         with accelerator.accumulate(model):
-            batch_prompts = [rng.choice(shard) for _ in range(cfg.prompts_per_step)]
+            batch_prompts = [caption_for(rng.choice(shard), rng, cfg) for _ in range(cfg.prompts_per_step)]
             embeds, mask = atom_text(batch_prompts)
             view_prompts = [p for p in batch_prompts for _ in range(cfg.views_per_prompt)]
             cameras = sample_cameras(
