@@ -40,7 +40,7 @@ PHRASINGS: tuple[str, ...] = (
 PARAPHRASE_PHRASINGS: tuple[str, ...] = (
     "the {shape} painted {color}",
     "one {color} {shape}",
-    "{a} {shape} with a {color} color",
+    "{a} {shape} of the color {color}",
     "{color} {shape}",
     "{a} {shape}, colored {color}",
 )
