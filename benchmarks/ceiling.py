@@ -134,8 +134,10 @@ def score(pipe: AToMPipeline, resolutions: list[int]) -> dict:
     return scores
 
 
-def run(scale: str, stage1_steps: int, stage2_steps: int, seed: int, config: Path, progress: bool = True) -> dict:
-    """The three runs of the module docstring at one scale; returns their scores and costs."""
+def run(scale: str, stage1_steps: int, stage2_steps: int, seed: int, config: Path, progress: bool = True,
+        stage2_alone: bool = True) -> dict:
+    """The runs of the module docstring at one scale ("stage 2 alone" only if `stage2_alone`);
+    returns their scores and costs."""
     values = yaml.safe_load(config.read_text())
     values.update(SCALES[scale])
     values["seed"] = seed
@@ -160,6 +162,8 @@ def run(scale: str, stage1_steps: int, stage2_steps: int, seed: int, config: Pat
     results["runs"]["stage 1"]["loss"] = curve[:stage1_steps]
     results["runs"]["stage 1 + 2"]["loss"] = curve[stage1_steps:]
 
+    if not stage2_alone:
+        return results
     cfg = train_atom.AtomConfig(**values)
     pipe = new_pipe(cfg)
     clock["start"] = time.perf_counter()
@@ -198,13 +202,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="tiny model and sizes, a few steps (tests)")
     parser.add_argument("--json", type=Path, help="write the scores, loss curves and settings here")
     parser.add_argument("--no_progress", action="store_true")
+    parser.add_argument("--skip_stage2_alone", action="store_true", help="only stage 1 and stage 1 + 2")
     args = parser.parse_args(argv)
     if args.stage1_steps < 1 or args.stage2_steps < 1:
         parser.error("--stage1_steps and --stage2_steps must be >= 1")
     if args.threads:
         torch.set_num_threads(args.threads)
     scale = "quick" if args.quick else args.scale
-    results = run(scale, args.stage1_steps, args.stage2_steps, args.seed, args.config, progress=not args.no_progress)
+    results = run(scale, args.stage1_steps, args.stage2_steps, args.seed, args.config, progress=not args.no_progress,
+                  stage2_alone=not args.skip_stage2_alone)
     print(format_table(results))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
