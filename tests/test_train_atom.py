@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from accelerate.state import AcceleratorState
 from safetensors.torch import load_file
 
@@ -265,6 +266,11 @@ def test_model_card_of_a_run_in_two_stages_then_with_metrics(prior_teacher, tmp_
     folder = stage2 / "pipeline"
     summary = json.loads((folder / "training_summary.json").read_text())
     assert summary["stage_seconds"]["1"] == 0 and summary["earlier_stage_seconds"]["1"] > 0
+    # Meshes come by default from the grid the deformation was trained on (stage 2's; the preset's before).
+    preset_grid = AToMPipeline.from_components("tiny").mesh_generator.config.tet_resolution
+    assert AToMPipeline.from_pretrained(stage1 / "pipeline").mesh_generator.config.tet_resolution == preset_grid
+    stage2_grid = AToMPipeline.from_pretrained(folder).mesh_generator.config.tet_resolution
+    assert stage2_grid == train_atom.AtomConfig(**yaml.safe_load(CONFIG.read_text())).stage2_tet_resolution != preset_grid
 
     # A stage-1 fine-tune of the stage-1 folder adds its time to that stage's, and carries both commands.
     tuned = tmp_path / "s1-tuned"
