@@ -80,11 +80,7 @@ def fit(pipe: AToMPipeline, cfg, stages: list[tuple[int, int]], seed: int, on_st
     """Trains `pipe` in place through `stages` [(stage, steps), ...] with one optimizer, as
     train_atom.py does; calls `on_stage_end(stage_index)` after each. Returns the loss curve."""
     model = train_atom.AToMModel(pipe, cfg)
-    groups = [
-        {"params": [p for n, p in model.named_parameters() if not n.startswith("neus.")], "base_lr": cfg.learning_rate},
-        {"params": list(model.neus.parameters()), "base_lr": cfg.sharpness_learning_rate},
-    ]
-    optimizer = torch.optim.AdamW([{**g, "lr": g["base_lr"]} for g in groups], weight_decay=cfg.weight_decay)
+    optimizer = train_atom.build_optimizer(model, cfg)
     embeds, mask = pipe.encode_prompt([prompt_for(s, c) for s, c in PAIRS])
     total = sum(steps for _, steps in stages)
     cfg.max_train_steps = total  # the learning-rate schedule spans the whole run

@@ -206,6 +206,17 @@ def get_lr(step: int, cfg: AtomConfig, base: float) -> float:
     return base * (0.1 + 0.45 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
+def build_optimizer(model: AToMModel, cfg: AtomConfig) -> torch.optim.AdamW:
+    """AdamW over the networks at `learning_rate` and the NeuS sharpness at its own rate; each
+    group keeps its `base_lr` for `get_lr`."""
+    groups = [
+        ([p for n, p in model.named_parameters() if not n.startswith("neus.")], cfg.learning_rate),
+        (list(model.neus.parameters()), cfg.sharpness_learning_rate),
+    ]
+    return torch.optim.AdamW([{"params": params, "lr": lr, "base_lr": lr} for params, lr in groups],
+                             weight_decay=cfg.weight_decay)
+
+
 def stage_of(step: int, cfg: AtomConfig) -> int:
     return cfg.stage if cfg.stage in (1, 2) else (1 if step < cfg.stage1_steps else 2)
 
@@ -246,8 +257,7 @@ def encode_training_prompts(pipe: AToMPipeline, cfg: AtomConfig, prompts: list[s
     atom_text.release_encoder()
     pipe.text_encoder.to("cpu")
     teacher_text = TeacherPrompts.for_teacher(cfg.teacher)
-    views = VIEWS if cfg.view_prompts else None
-    teacher_text.encode_all([p if views is None else f"{p}, {v}" for p in prompts for v in (views or [None])], device)
+    teacher_text.encode_all([f"{p}, {v}" for p in prompts for v in VIEWS] if cfg.view_prompts else prompts, device)
     return atom_text, teacher_text
 
 
@@ -294,7 +304,7 @@ def main(argv: list[str] | None = None) -> None:
     shard = prompts[accelerator.process_index :: accelerator.num_processes] or prompts
 
     pipe = build_pipeline(cfg)
-    if cfg.eikonal_weight > 0 and (cfg.stage != 2 and (cfg.stage == 1 or cfg.stage1_steps > 0)):
+    if cfg.eikonal_weight > 0 and stage_of(0, cfg) == 1:
         check_double_backward(accelerator.device)
     # The teacher in the mixed-precision dtype (SDS computes its gradient in float32 around it).
     weight_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.mixed_precision, torch.float32)
@@ -304,11 +314,7 @@ def main(argv: list[str] | None = None) -> None:
                             cfg.view_guidance_scale)
 
     model = AToMModel(pipe, cfg)
-    groups = [
-        {"params": [p for n, p in model.named_parameters() if not n.startswith("neus.")], "lr": cfg.learning_rate, "base_lr": cfg.learning_rate},
-        {"params": list(model.neus.parameters()), "lr": cfg.sharpness_learning_rate, "base_lr": cfg.sharpness_learning_rate},
-    ]
-    optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    optimizer = build_optimizer(model, cfg)
     model, optimizer = accelerator.prepare(model, optimizer)
     if accelerator.is_main_process and accelerator.log_with:
         accelerator.init_trackers("atom", config={k: v for k, v in asdict(cfg).items() if isinstance(v, (int, float, str, bool))})

@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .screen_geometry import point_segment_distance_2d, point_triangle_distance_2d, screen_coords
+from .screen_geometry import pixels_in_boxes, point_segment_distance_2d, point_triangle_distance_2d, screen_coords
 
 _DIST_BITS = 31  # quantized distance in the packed (distance, edge id) key of the nearest-edge search
 
@@ -132,22 +132,7 @@ def _nearest_edges(search: torch.Tensor, pos: torch.Tensor, tri: torch.Tensor, r
     edge_batch, edges = silhouette_edges(pos.detach(), tri)
     best = torch.full((batch * height * width,), torch.iinfo(torch.int64).max, dtype=torch.int64, device=search.device)
     x, y, _ = screen_coords(pos.detach()[edge_batch.unsqueeze(1), edges], height, width)  # (S, 2)
-    x0 = (x.amin(-1) - radius).ceil().clamp(0, width).long()
-    x1 = (x.amax(-1) + radius).floor().clamp(-1, width - 1).long()
-    y0 = (y.amin(-1) - radius).ceil().clamp(0, height).long()
-    y1 = (y.amax(-1) + radius).floor().clamp(-1, height - 1).long()
-    box_w = (x1 - x0 + 1).clamp_min(0)
-    count = box_w * (y1 - y0 + 1).clamp_min(0)
-    ends = torch.cumsum(count, 0)
-    start = 0
-    while start < count.shape[0]:  # as many edges at a time as fit in max_pairs (at least one)
-        base = ends[start - 1] if start > 0 else 0
-        stop = max(int(torch.searchsorted(ends, base + max_pairs, right=True)), start + 1)
-        n = count[start:stop]
-        edge = torch.arange(start, stop, device=search.device).repeat_interleave(n)
-        offset = torch.arange(int(n.sum()), device=search.device) - (torch.cumsum(n, 0) - n).repeat_interleave(n)
-        px = x0[edge] + offset % box_w[edge]
-        py = y0[edge] + offset // box_w[edge]
+    for edge, px, py in pixels_in_boxes(x, y, height, width, max_pairs, margin=radius):
         keep = search[edge_batch[edge], py, px]
         edge, px, py = edge[keep], px[keep], py[keep]
         d = point_segment_distance_2d(px.to(x.dtype), py.to(x.dtype), x[edge], y[edge])
@@ -155,7 +140,6 @@ def _nearest_edges(search: torch.Tensor, pos: torch.Tensor, tri: torch.Tensor, r
         dq = (d[near] / radius * ((1 << _DIST_BITS) - 1)).long()
         pixel = (edge_batch[edge[near]] * height + py[near]) * width + px[near]
         best.scatter_reduce_(0, pixel, (dq << 32) | edge[near], reduce="amin")
-        start = stop
     found = best != torch.iinfo(torch.int64).max
     index = torch.where(found, best & ((1 << 32) - 1), torch.full_like(best, -1)).view(batch, height, width)
     return index, edge_batch, edges

@@ -22,7 +22,7 @@ from typing import Protocol
 import torch
 
 from .antialias import soft_antialias
-from .screen_geometry import barycentric_2d, screen_coords
+from .screen_geometry import barycentric_2d, pixels_in_boxes, screen_coords
 
 _Z_BITS = 30  # depth quantization for the packed (depth, triangle id) z-buffer key
 _ID_BITS = 32
@@ -97,53 +97,23 @@ class TorchRasterizer:
     @torch.no_grad()
     def _visible_triangles(self, pos, tri, height, width) -> tuple[torch.Tensor, torch.Tensor]:
         """Flat pixel index (N,) into (B*H*W) and the visible triangle id (N,) of each covered pixel."""
-        batch, device = pos.shape[0], pos.device
-        corners = pos[:, tri]  # (B, T, 3, 4)
-        x, y, _ = screen_coords(corners, height, width)
+        batch, num_tri = pos.shape[0], tri.shape[0]
+        corners = pos[:, tri].reshape(-1, 3, 4)  # (B*T, 3, 4)
+        x, y, z = screen_coords(corners, height, width)
         in_front = (corners[..., 3] > 1e-8).all(-1)
-        x0 = x.amin(-1).ceil().clamp(0, width).long()
-        x1 = x.amax(-1).floor().clamp(-1, width - 1).long()
-        y0 = y.amin(-1).ceil().clamp(0, height).long()
-        y1 = y.amax(-1).floor().clamp(-1, height - 1).long()
-        box_w, box_h = (x1 - x0 + 1).clamp_min(0), (y1 - y0 + 1).clamp_min(0)
-        count = torch.where(in_front, box_w * box_h, torch.zeros_like(box_w)).reshape(-1)  # (B*T,)
-
-        zbuf = torch.full((batch * height * width,), torch.iinfo(torch.int64).max, dtype=torch.int64, device=device)
-        flat_corners = corners.reshape(-1, 3, 4)
-        ends = torch.cumsum(count, 0)
-        start = 0
-        while start < count.shape[0]:
-            # Take as many triangles as fit in max_pairs (always at least one).
-            base = ends[start - 1] if start > 0 else 0
-            stop = int(torch.searchsorted(ends, base + self.max_pairs, right=True))
-            stop = max(stop, start + 1)
-            self._scatter_depths(zbuf, flat_corners, count, x0, y0, box_w, start, stop, height, width, tri.shape[0])
-            start = stop
+        zbuf = torch.full((batch * height * width,), torch.iinfo(torch.int64).max, dtype=torch.int64, device=pos.device)
+        for flat, px, py in pixels_in_boxes(x, y, height, width, self.max_pairs, keep=in_front):
+            b0, b1, b2, area = barycentric_2d(px.to(x.dtype), py.to(x.dtype), x[flat], y[flat])
+            depth = b0 * z[flat, 0] + b1 * z[flat, 1] + b2 * z[flat, 2]
+            hit = (b0 >= 0) & (b1 >= 0) & (b2 >= 0) & (area != 0) & (depth >= -1) & (depth <= 1)
+            zq = ((depth[hit] + 1) * (0.5 * ((1 << _Z_BITS) - 1))).long()
+            key = (zq << _ID_BITS) | (flat[hit] % num_tri)
+            pixel = ((flat[hit] // num_tri) * height + py[hit]) * width + px[hit]
+            zbuf.scatter_reduce_(0, pixel, key, reduce="amin")
         covered = zbuf != torch.iinfo(torch.int64).max
         pixel = covered.nonzero().squeeze(1)
         face = zbuf[pixel] & ((1 << _ID_BITS) - 1)
         return pixel, face
-
-    def _scatter_depths(self, zbuf, corners, count, x0, y0, box_w, start, stop, height, width, num_tri):
-        n = count[start:stop]
-        total = int(n.sum())
-        if total == 0:
-            return
-        flat = torch.arange(start, stop, device=zbuf.device).repeat_interleave(n)  # (P,) index into B*T
-        offset = torch.arange(total, device=zbuf.device) - (torch.cumsum(n, 0) - n).repeat_interleave(n)
-        bw = box_w.reshape(-1)[flat]
-        px = x0.reshape(-1)[flat] + offset % bw
-        py = y0.reshape(-1)[flat] + offset // bw
-        x, y, z = screen_coords(corners[flat], height, width)
-        b0, b1, b2, area = barycentric_2d(px.to(x.dtype), py.to(x.dtype), x, y)
-        depth = b0 * z[:, 0] + b1 * z[:, 1] + b2 * z[:, 2]
-        hit = (b0 >= 0) & (b1 >= 0) & (b2 >= 0) & (area != 0) & (depth >= -1) & (depth <= 1)
-        batch_index = flat[hit] // num_tri
-        face = flat[hit] % num_tri
-        zq = ((depth[hit] + 1) * (0.5 * ((1 << _Z_BITS) - 1))).long()
-        key = (zq << _ID_BITS) | face
-        pixel = (batch_index * height + py[hit]) * width + px[hit]
-        zbuf.scatter_reduce_(0, pixel, key, reduce="amin")
 
     def interpolate(self, attr: torch.Tensor, rast: torch.Tensor, tri: torch.Tensor) -> torch.Tensor:
         batch, height, width, _ = rast.shape
