@@ -253,13 +253,21 @@ def pipeline_architecture(pipe) -> dict[str, str]:
             f"{name} ({type(pipe.text_encoder).__name__}, {parameters(pipe.text_encoder)}, "
             f"{pipe.config.text_max_length} tokens of width {pipe.text_encoder.config.hidden_size})"
         )
+    heads = f"SDF / deformation / color MLPs, marching tetrahedra at {generator.tet_resolution}^3 cubes by default"
+    if "num_params" in pipe.text_to_triplane.config:  # the hypernetwork baseline (atom.models.hyper_field)
+        architecture["text-to-hypernetwork"] = (
+            f"{parameters(pipe.text_to_triplane)}, writes a modulation of the field's "
+            f"{pipe.text_to_triplane.config.num_params} weights"
+        )
+        architecture["hypernetwork field-to-mesh generator"] = (
+            f"{parameters(pipe.mesh_generator)}, a {generator.field_num_layers}-layer coordinate MLP of width "
+            f"{generator.field_hidden_dim} instead of triplanes, {heads}"
+        )
+        return architecture
     architecture["text-to-triplane"] = (
         f"{parameters(pipe.text_to_triplane)}, triplanes of {pipe.text_to_triplane.config.triplane_channels} channels"
     )
-    architecture["triplane-to-mesh generator"] = (
-        f"{parameters(pipe.mesh_generator)}, SDF / deformation / color MLPs, "
-        f"marching tetrahedra at {generator.tet_resolution}^3 cubes by default"
-    )
+    architecture["triplane-to-mesh generator"] = f"{parameters(pipe.mesh_generator)}, {heads}"
     return architecture
 
 

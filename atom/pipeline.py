@@ -6,18 +6,20 @@
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 import torch
 from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 from tqdm.auto import tqdm
 
+from .models.hyper_field import HyperFieldMeshGenerator, TextToHyperNetwork
 from .models.mesh_generator import TriplaneMeshGenerator
 from .models.text_encoding import encode_prompts, load_text_encoder, validate_prompts
 from .models.text_to_triplane import TextToTriplane
@@ -36,7 +38,8 @@ class AToMPipelineOutput(BaseOutput):
     Attributes:
         meshes: one mesh per prompt: `trimesh.Trimesh` with vertex colors (output_type
             "trimesh") or `atom.geometry.Mesh` tensors ("mesh"); None for "latent".
-        triplanes: (B, 3, C, R, R) for output_type "latent", else None.
+        triplanes: (B, 3, C, R, R) for output_type "latent" ((B, P) for the hypernetwork
+            baseline), else None.
     """
 
     meshes: list[Any] | None = None
@@ -53,6 +56,8 @@ class AToMPipeline(DiffusionPipeline):
             instead of carrying a copy; it is loaded from there.
         text_to_triplane: `TextToTriplane`, text tokens -> (B, 3, C, R, R) triplanes.
         mesh_generator: `TriplaneMeshGenerator`, triplanes -> SDF / deformation / color -> mesh.
+        (The hypernetwork baseline of the paper's ablation puts `TextToHyperNetwork` and
+        `HyperFieldMeshGenerator` in these two places; its "triplanes" are (B, P) modulations.)
 
     Args:
         text_max_length: tokens per prompt (longer prompts are truncated with a warning).
@@ -66,8 +71,9 @@ class AToMPipeline(DiffusionPipeline):
         self,
         tokenizer,
         text_encoder,
-        text_to_triplane: TextToTriplane,
-        mesh_generator: TriplaneMeshGenerator,
+        # typing.Union: diffusers' component type check does not read `A | B` annotations
+        text_to_triplane: Union[TextToTriplane, TextToHyperNetwork],  # noqa: UP007
+        mesh_generator: Union[TriplaneMeshGenerator, HyperFieldMeshGenerator],  # noqa: UP007
         text_max_length: int = 32,
         text_encoder_name_or_path: str = DEFAULT_TEXT_ENCODER,
     ):
@@ -260,19 +266,38 @@ class AToMPipeline(DiffusionPipeline):
     @classmethod
     def from_components(cls, preset: str = "shapes", text_encoder_name_or_path: str | None = None,
                         text_max_length: int = 32, **model_overrides) -> "AToMPipeline":
-        """A randomly initialized pipeline of a named size ("tiny", "shapes", "paper") with a
-        real text encoder (the starting point of training; not a trained model)."""
-        from .models.configs import atom_model_config
+        """A randomly initialized pipeline of a named preset with a real text encoder (the
+        starting point of training; not a trained model).
+
+        `preset`: "tiny", "shapes", "paper", or the hypernetwork baselines "tiny-hyper",
+        "shapes-hyper" (`atom.models.hyper_field`). `model_overrides` replace arguments of the
+        two networks' constructors (e.g. `aware_conv=False`); an argument neither accepts is a
+        ValueError."""
+        from .models.configs import atom_model_config, is_hyper_preset
 
         tokenizer, text_encoder = load_text_encoder(text_encoder_name_or_path)
         triplane_kwargs, generator_kwargs = atom_model_config(preset, text_embed_dim=text_encoder.config.hidden_size)
-        triplane_kwargs.update({k: v for k, v in model_overrides.items() if k in triplane_kwargs})
-        generator_kwargs.update({k: v for k, v in model_overrides.items() if k in generator_kwargs})
+        hyper = is_hyper_preset(preset)
+        triplane_cls = TextToHyperNetwork if hyper else TextToTriplane
+        generator_cls = HyperFieldMeshGenerator if hyper else TriplaneMeshGenerator
+        accepted = [set(inspect.signature(c.__init__).parameters) - {"self"} for c in (triplane_cls, generator_cls)]
+        unknown = sorted(set(model_overrides) - accepted[0] - accepted[1])
+        if unknown:
+            raise ValueError(f"model_overrides {unknown} are not arguments of {triplane_cls.__name__} or "
+                             f"{generator_cls.__name__} (preset {preset!r})")
+        triplane_kwargs.update({k: v for k, v in model_overrides.items() if k in accepted[0]})
+        generator_kwargs.update({k: v for k, v in model_overrides.items() if k in accepted[1]})
+        mesh_generator = generator_cls(**generator_kwargs)
+        if hyper:  # the hypernetwork writes exactly the generated field's weights, whatever its overridden size
+            if "num_params" in model_overrides and model_overrides["num_params"] != mesh_generator.num_field_params:
+                raise ValueError(f"num_params must be the field's {mesh_generator.num_field_params} weights, "
+                                 f"got {model_overrides['num_params']}")
+            triplane_kwargs["num_params"] = mesh_generator.num_field_params
         return cls(
             tokenizer=tokenizer,
             text_encoder=text_encoder,
-            text_to_triplane=TextToTriplane(**triplane_kwargs),
-            mesh_generator=TriplaneMeshGenerator(**generator_kwargs),
+            text_to_triplane=triplane_cls(**triplane_kwargs),
+            mesh_generator=mesh_generator,
             text_max_length=text_max_length,
             text_encoder_name_or_path=text_encoder_name_or_path or DEFAULT_TEXT_ENCODER,
         )

@@ -95,6 +95,24 @@ def test_axis_pooled_context_matches_3d_marginals():
         assert torch.allclose(context[plane, c:], expected_height, atol=1e-6)
 
 
+@pytest.mark.parametrize("aware", [True, False])
+def test_aware_conv_flag_decides_whether_planes_see_each_other(tiny_kwargs, tmp_path, aware):
+    """3D-aware convolution: a change in one plane reaches the other two; without it, it cannot."""
+    torch.manual_seed(0)
+    model = TextToTriplane(**{**tiny_kwargs[0], "aware_conv": aware}).eval()
+    c0, t = model.config.block_out_channels[0], model.config.token_resolution
+    planes = torch.randn(1, 3, c0, t, t)
+    changed = planes.clone()
+    changed[:, 0] += torch.randn(c0, t, t)
+    with torch.no_grad():
+        before, after = model.stages(planes), model.stages(changed)
+    assert (after[:, 0] - before[:, 0]).abs().max() > 1e-3
+    others = (after[:, 1:] - before[:, 1:]).abs().max()
+    assert others > 1e-3 if aware else others == 0
+    model.save_pretrained(tmp_path)
+    assert TextToTriplane.from_pretrained(tmp_path).config.aware_conv is aware
+
+
 def test_sample_features_follow_the_plane_layout(tiny_kwargs):
     """Planes holding their own pixel-center coordinates return (x, y, x, z, y, z) at a point."""
     r = 8
@@ -226,8 +244,8 @@ def test_generator_rejects_bad_inputs(generator, tiny_kwargs):
 
 
 def test_presets():
-    assert set(PRESET_NAMES) == {"tiny", "shapes", "paper"}
-    for name in PRESET_NAMES:
+    assert set(PRESET_NAMES) == {"tiny", "shapes", "paper", "tiny-hyper", "shapes-hyper"}
+    for name in ("tiny", "shapes", "paper"):  # the hyper presets: tests/test_hyper_field.py
         triplane_kwargs, generator_kwargs = atom_model_config(name)
         assert triplane_kwargs["triplane_channels"] == generator_kwargs["triplane_channels"]
     assert atom_model_config("paper")[0]["text_embed_dim"] == 4096

@@ -6,6 +6,10 @@
   well under 150 ms on 2 CPU threads.
 - `paper`: full scale, for T5-XXL embeddings (D = 4096). The paper does not publish its
   layer sizes; these are guesses of the same order as its peers' triplane generators.
+- `tiny-hyper`, `shapes-hyper`: the ATT3D-style baseline of the paper's "triplane vs
+  hypernetwork" ablation (`atom.models.hyper_field`) with the heads of `tiny` / `shapes` and
+  about the same parameter count (within 10 %): a text-conditioned hypernetwork modulates
+  the weights of a coordinate MLP that replaces the triplane.
 """
 from __future__ import annotations
 
@@ -81,21 +85,43 @@ _PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     ),
 }
 
-PRESET_NAMES: tuple[str, ...] = tuple(_PRESETS)
+# name -> (the triplane preset whose heads it shares, hypernetwork kwargs, coordinate-MLP kwargs)
+_HYPER_PRESETS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
+    "tiny-hyper": ("tiny", dict(hidden_dim=32, num_layers=1), dict(field_hidden_dim=32, field_num_layers=1)),
+    "shapes-hyper": ("shapes", dict(hidden_dim=160, num_layers=2), dict(field_hidden_dim=64, field_num_layers=1)),
+}
+
+PRESET_NAMES: tuple[str, ...] = tuple(_PRESETS) + tuple(_HYPER_PRESETS)
+
+
+def is_hyper_preset(name: str) -> bool:
+    """Whether preset `name` builds the hypernetwork baseline (`TextToHyperNetwork`,
+    `HyperFieldMeshGenerator`) rather than the triplane model."""
+    return name in _HYPER_PRESETS
 
 
 def atom_model_config(name: str, text_embed_dim: int | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Keyword arguments of a named preset.
 
     Args:
-        name: one of `PRESET_NAMES` ("tiny", "shapes", "paper").
+        name: one of `PRESET_NAMES` ("tiny", "shapes", "paper", "tiny-hyper", "shapes-hyper").
         text_embed_dim: overrides the preset's text embedding width D (to match another
             text encoder).
 
     Returns:
         (triplane_kwargs, generator_kwargs): fresh dicts for `TextToTriplane(**triplane_kwargs)`
-        and `TriplaneMeshGenerator(**generator_kwargs)`.
+        and `TriplaneMeshGenerator(**generator_kwargs)` (for a hyper preset, for
+        `TextToHyperNetwork` and `HyperFieldMeshGenerator`).
     """
+    if name in _HYPER_PRESETS:
+        base, hyper_kwargs, field_kwargs = copy.deepcopy(_HYPER_PRESETS[name])
+        triplane_kwargs, generator_kwargs = atom_model_config(base, text_embed_dim)
+        generator_kwargs.update(field_kwargs)
+        in_dim = 3 + 6 * generator_kwargs["num_frequencies"]
+        dims = [in_dim] + [field_kwargs["field_hidden_dim"]] * field_kwargs["field_num_layers"]
+        dims.append(3 * generator_kwargs["triplane_channels"])
+        num_params = sum(a * b + b for a, b in zip(dims[:-1], dims[1:]))
+        return dict(text_embed_dim=triplane_kwargs["text_embed_dim"], num_params=num_params, **hyper_kwargs), generator_kwargs
     if name not in _PRESETS:
         raise ValueError(f"unknown model preset {name!r}; choose one of {', '.join(PRESET_NAMES)}")
     triplane_kwargs, generator_kwargs = copy.deepcopy(_PRESETS[name])
