@@ -303,6 +303,56 @@ def test_model_card_of_a_run_in_two_stages_then_with_metrics(prior_teacher, tmp_
         evaluate.main(["--model", str(tmp_path), "--prompts", str(prompts), "--write_card"])
 
 
+def test_one_launch_trains_both_stages_and_keeps_stage_1_of_the_same_run(prior_teacher, tmp_path):
+    """The two-stage switch in one run: steps before `stage1_steps` are stage 1, the rest stage 2;
+    the model as it stood at the switch is saved to pipeline-stage1 (the ablation's baseline, on
+    the preset's grid), the final one to pipeline (on stage 2's grid); `snapshot_steps` saves
+    light folders with the wall time so far; `model_overrides` reach the networks."""
+    out = tmp_path / "run"
+    train_atom.main(["--config", str(CONFIG), "--teacher", str(prior_teacher), "--output_dir", str(out),
+                     "--max_train_steps", "4", "--stage1_steps", "2", "--snapshot_steps", "1", "--validation_steps", "1000",
+                     "--model_overrides", "{aware_conv: false}"])
+    assert [r["stage"] for r in steps_of(read_log(out))] == [1, 1, 2, 2]
+    stage1, final = out / "pipeline-stage1", out / "pipeline"
+    first = json.loads((stage1 / "training_summary.json").read_text())
+    assert first["steps"] == 2 and first["stage_seconds"]["2"] == 0 and "stage 1 only" in first["hardware"]
+    assert "stage 1 then 2" in json.loads((final / "training_summary.json").read_text())["hardware"]
+    assert (stage1 / "README.md").is_file()
+    changed = [k for k, v in weights(stage1).items() if not torch.equal(v, weights(final)[k])]
+    assert any(k.startswith("mesh_generator.deformation_net") for k in changed)  # stage 2 trained it
+    cfg = train_atom.AtomConfig(**yaml.safe_load(CONFIG.read_text()))
+    loaded = {f.name: AToMPipeline.from_pretrained(f) for f in (stage1, final)}
+    assert loaded["pipeline-stage1"].mesh_generator.config.tet_resolution != cfg.stage2_tet_resolution
+    assert loaded["pipeline"].mesh_generator.config.tet_resolution == cfg.stage2_tet_resolution
+    assert loaded["pipeline"].text_to_triplane.config.aware_conv is False
+
+    snapshots = sorted((out / "snapshots").iterdir())
+    assert [s.name for s in snapshots] == [f"step-{k:06d}" for k in (1, 2, 3, 4)]
+    walls = [json.loads((s / "training_summary.json").read_text())["wall_seconds"] for s in snapshots]
+    assert walls == sorted(walls) and walls[-1] <= json.loads((final / "training_summary.json").read_text())["wall_seconds"]
+    for k, v in weights(snapshots[1]).items():
+        assert torch.equal(v, weights(stage1)[k])  # the snapshot at the switch is the stage-1 model
+    assert not (snapshots[0] / "text_encoder").exists()
+
+    with pytest.raises(ValueError, match="model_overrides"):
+        train_atom.main(["--config", str(CONFIG), "--teacher", str(prior_teacher), "--output_dir", str(tmp_path / "x"),
+                         "--init_from", str(final), "--model_overrides", "{aware_conv: false}"])
+
+
+def test_hypernetwork_baseline_trains_both_stages_with_the_same_script(prior_teacher, tmp_path):
+    """The ATT3D-style baseline (`--model_preset tiny-hyper`) goes through both stages of the
+    same recipe, updates its hypernetwork, and saves a pipeline that loads as that model."""
+    out = tmp_path / "hyper"
+    train_atom.main(["--config", str(CONFIG), "--teacher", str(prior_teacher), "--output_dir", str(out),
+                     "--model_preset", "tiny-hyper", "--max_train_steps", "2", "--stage1_steps", "1",
+                     "--validation_steps", "1000"])
+    assert [r["stage"] for r in steps_of(read_log(out))] == [1, 2]
+    pipe = AToMPipeline.from_pretrained(out / "pipeline")
+    assert type(pipe.text_to_triplane).__name__ == "TextToHyperNetwork"
+    changed = [k for k, v in weights(out / "pipeline-stage1").items() if not torch.equal(v, weights(out / "pipeline")[k])]
+    assert any(k.startswith("text_to_triplane.to_params") for k in changed)
+
+
 def test_stage2_step_without_any_visible_mesh(prior_teacher, tmp_path):
     """A step whose meshes are all empty (the SDF never crosses zero) logs them and goes on
     (it used to fail in backward: the loss had no path back to the model)."""

@@ -67,7 +67,7 @@ def _allowed(hint: Any) -> tuple:
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
-    """`value` checked against the field type `hint` (scalars, lists, unions with None).
+    """`value` checked against the field type `hint` (scalars, lists, dicts, unions with None).
     Numbers written as "3e-4" (a string to YAML 1.1) become floats; ints become floats
     where a float is expected."""
     allowed = _allowed(hint)
@@ -89,6 +89,10 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         if typing.get_origin(kind) is list and isinstance(value, list):
             (item,) = typing.get_args(kind)
             return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+        if typing.get_origin(kind) is dict and isinstance(value, dict):
+            key_kind, value_kind = typing.get_args(kind)
+            return {_coerce(k, key_kind, where): v if value_kind is Any else _coerce(v, value_kind, f"{where}[{k!r}]")
+                    for k, v in value.items()}
     names = " or ".join("None" if k is type(None) else getattr(k, "__name__", str(k)) for k in allowed)
     raise ValueError(f"{where} must be {names}, got {value!r}")
 

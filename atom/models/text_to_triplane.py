@@ -100,17 +100,20 @@ class CrossSelfAttentionBlock(nn.Module):
         return x + self.mlp(self.norm_mlp(x))
 
 
-class AwareConvBlock(nn.Module):
-    """Residual 3D-aware block: each plane is convolved together with the axis-pooled other planes.
+class PlaneConvBlock(nn.Module):
+    """Residual block of two 3x3 convolutions per plane; with `aware` (3D-aware, the default) the
+    first sees each plane together with the axis-pooled other planes, without it each plane alone
+    (the ablation of the paper's 3D-aware convolution).
 
     One convolution is shared by the three planes, as Rodin convolves its rolled-out triplane;
     plane identity comes from the learned position embedding of the query tokens.
     """
 
-    def __init__(self, channels: int, num_groups: int):
+    def __init__(self, channels: int, num_groups: int, aware: bool = True):
         super().__init__()
+        self.aware = aware
         self.norm1 = nn.GroupNorm(num_groups, channels)
-        self.conv1 = nn.Conv2d(3 * channels, channels, 3, padding=1)
+        self.conv1 = nn.Conv2d((3 if aware else 1) * channels, channels, 3, padding=1)
         self.norm2 = nn.GroupNorm(num_groups, channels)
         self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
 
@@ -118,7 +121,9 @@ class AwareConvBlock(nn.Module):
         """(B, 3, C, R, R) -> (B, 3, C, R, R)."""
         b = planes.shape[0]
         h = F.silu(self.norm1(planes.flatten(0, 1))).unflatten(0, (b, 3))
-        h = self.conv1(torch.cat([h, axis_pooled_context(h)], dim=2).flatten(0, 1))
+        if self.aware:
+            h = torch.cat([h, axis_pooled_context(h)], dim=2)
+        h = self.conv1(h.flatten(0, 1))
         h = self.conv2(F.silu(self.norm2(h)))
         return planes + h.unflatten(0, (b, 3))
 
@@ -158,6 +163,9 @@ class TextToTriplane(ModelMixin, ConfigMixin):
             next one after a 2x upsampling, so the output resolution is R = t * 2^(n - 1).
         triplane_channels: C, the channels of the output planes.
         norm_num_groups: GroupNorm groups; must divide every entry of `block_out_channels`.
+        aware_conv: 3D-aware convolutions (each plane sees the axis-pooled other two); False
+            convolves every plane on its own (an ablation; the first convolution of each block
+            then has a third of the input channels).
     """
 
     @register_to_config
@@ -172,6 +180,7 @@ class TextToTriplane(ModelMixin, ConfigMixin):
         block_out_channels: tuple[int, ...] = (64, 32, 32),
         triplane_channels: int = 16,
         norm_num_groups: int = 8,
+        aware_conv: bool = True,
     ):
         super().__init__()
         for name, value in (
@@ -204,9 +213,9 @@ class TextToTriplane(ModelMixin, ConfigMixin):
         self.token_norm = nn.LayerNorm(hidden_dim)
         self.to_planes = nn.Linear(hidden_dim, block_out_channels[0])
 
-        stages = [AwareConvBlock(block_out_channels[0], norm_num_groups)]
+        stages = [PlaneConvBlock(block_out_channels[0], norm_num_groups, aware_conv)]
         for c_in, c_out in zip(block_out_channels[:-1], block_out_channels[1:]):
-            stages += [UpsampleBlock(c_in, c_out, norm_num_groups), AwareConvBlock(c_out, norm_num_groups)]
+            stages += [UpsampleBlock(c_in, c_out, norm_num_groups), PlaneConvBlock(c_out, norm_num_groups, aware_conv)]
         self.stages = nn.Sequential(*stages)
         self.out_norm = nn.GroupNorm(norm_num_groups, block_out_channels[-1])
         self.out_conv = nn.Conv2d(block_out_channels[-1], triplane_channels, 3, padding=1)
