@@ -1,0 +1,427 @@
+"""The paper's claims, measured at Shapes scale with the project's own scripts: one table.
+
+    python benchmarks/paper_claims.py all --work_dir runs/paper-claims       # rerun to resume
+    python benchmarks/paper_claims.py stages hypernetwork --work_dir runs/paper-claims
+    python benchmarks/paper_claims.py all --quick                             # tiny scale (the tests)
+
+Claims (../shared/PAPER_NOTES.md) and what each trains, all with `train/train_atom.py` on the
+`--config` recipe (default train/configs/shapes64.yaml), every variant at the same step budget
+`--steps` (stage 1 for the recipe's share of it) on the seen prompts, scored by
+`train/evaluate.py` on the seen and held-out prompts:
+
+- cost: per-prompt runs (`train/train_per_prompt.py`, same generator, teacher, SDS and stages) on
+  one seen prompt per shape, with a snapshot every `--per_prompt_snapshot` steps up to
+  `--per_prompt_steps`; each prompt's cost is the training time of its first snapshot as good as
+  the amortized model (`--amortized`) on that prompt (right shape and color if it has them, and a
+  Chamfer distance no larger), or the budget. Amortized: its training time over its prompts.
+- stages: stage 1 alone, stage 2 alone (DMTet from the sphere start), stage 1 then 2.
+- hypernetwork: the triplane network against an ATT3D-style hypernetwork of about its size
+  (`<preset>-hyper`), `--seeds` each; stability from the training logs.
+- aware_conv: the text-to-triplane network with and without 3D-aware convolution, `--seeds` each.
+- interpolation: meshes for blends of prompt pairs (`AToMPipeline.interpolate`) of `--amortized`;
+  the Chamfer and albedo distance between neighbouring blends.
+- inference: seconds per prompt of `--amortized`, batch 1 and 8.
+
+Every training run lives in `work_dir/<name>` and resumes from its checkpoints; finished runs and
+their scores are reused, so the claims can be measured over several sittings. Results merge into
+`work_dir/claims.json`; `docs/paper_claims.md` (`--markdown`) and its figures are written from it
+(benchmarks/claims_report.py).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import trimesh
+import yaml
+from scipy.spatial import cKDTree
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "train"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import claims_report  # noqa: E402
+import evaluate as evaluation  # noqa: E402
+import train_atom  # noqa: E402
+import train_per_prompt  # noqa: E402
+from card import SUMMARY_FILE, stage_seconds_total  # noqa: E402
+from prompt_sets import load_prompts  # noqa: E402
+
+from atom.__main__ import slugify  # noqa: E402
+from atom.data import HELD_OUT, SEEN, SHAPES, evaluate_mesh, parse_prompt  # noqa: E402
+from atom.pipeline import AToMPipeline  # noqa: E402
+
+logger = logging.getLogger("paper_claims")
+CLAIMS = ("cost", "stages", "hypernetwork", "aware_conv", "interpolation", "inference")
+FULL = {"config": "train/configs/shapes64.yaml", "steps": 1500, "seeds": [0, 1], "per_prompt_steps": 600,
+        "per_prompt_snapshot": 50, "amortized": "pretrained/atom-shapes64", "eval_samples": 10_000,
+        "blends": 9, "marching_resolution": None}
+QUICK = {"config": "train/configs/tiny.yaml", "steps": 4, "seeds": [0], "per_prompt_steps": 2,
+         "per_prompt_snapshot": 1, "amortized": None, "eval_samples": 300, "blends": 3, "marching_resolution": 12}
+
+
+class Harness:
+    """Runs (or reuses) the training runs and scores of the claims under `work_dir`."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.work = Path(args.work_dir)
+        self.work.mkdir(parents=True, exist_ok=True)
+        with open(args.config) as f:
+            self.recipe = yaml.safe_load(f) or {}
+        self.teacher = args.teacher or self.recipe.get("teacher")
+        prompts = load_prompts(self.recipe.get("prompts", "shapes64-seen"))
+        self.seen = list(dict.fromkeys(prompts))
+        held = [r.prompt for r in HELD_OUT]
+        self.held_out = held if set(self.seen) == {r.prompt for r in SEEN} else []
+        self.eval_prompts = self.seen + self.held_out
+
+    # ---- training and scoring --------------------------------------------------------------
+
+    def budget_args(self, steps: int) -> list[str]:
+        """The same step budget for every variant: stage 1 for the recipe's share of it."""
+        total = self.recipe.get("max_train_steps", train_atom.AtomConfig.max_train_steps)
+        stage1 = self.recipe.get("stage1_steps", train_atom.AtomConfig.stage1_steps)
+        return ["--max_train_steps", str(steps), "--stage1_steps", str(round(steps * min(stage1, total) / total))]
+
+    def common_args(self) -> list[str]:
+        teacher = ["--teacher", str(self.teacher)] if self.args.teacher else []
+        return ["--config", self.args.config, *teacher, "--validation_steps", "1000000000", "--push_to_hub", "false"]
+
+    def train(self, name: str, extra: list[str]) -> Path:
+        """train_atom.py into work_dir/name (resumed from its latest checkpoint; skipped when its
+        pipeline is saved). Returns the run folder."""
+        out = self.work / name
+        if not (out / "pipeline" / SUMMARY_FILE).is_file():
+            logger.info("training %s", name)
+            train_atom.main([*self.common_args(), *self.budget_args(self.args.steps), *extra,
+                             "--output_dir", str(out), "--resume_from_checkpoint", "latest"])
+        return out
+
+    def score(self, folder: Path, prompts: list[str] | None = None) -> dict:
+        """train/evaluate.py's records and summary of the pipeline in `folder` on `prompts`
+        (default: seen and held-out), as JSON (an empty mesh's Chamfer is null). Kept in
+        work_dir/scores, keyed by the folder, its training summary, the prompts and the settings."""
+        prompts = prompts or self.eval_prompts
+        key = json.dumps([str(folder.resolve()), (folder / SUMMARY_FILE).read_text(), prompts,
+                          self.args.eval_samples, self.args.marching_resolution])
+        path = self.work / "scores" / f"{slugify(folder.name)}-{hashlib.sha1(key.encode()).hexdigest()[:12]}.json"
+        if not path.is_file():
+            pipe = AToMPipeline.from_pretrained(folder)
+            result = evaluation.evaluate(pipe, prompts, marching_resolution=self.args.marching_resolution,
+                                         num_samples=self.args.eval_samples, progress=False)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            evaluation.write_json(result, path)
+        return json.loads(path.read_text())
+
+    def run_summary(self, folder: Path, name: str) -> dict:
+        """Scores, training time and stability of one run's pipeline folder."""
+        summary = json.loads((folder / SUMMARY_FILE).read_text())
+        result = self.score(folder)
+        return {"name": name, "steps": summary["steps"], "train_seconds": sum(stage_seconds_total(summary).values()),
+                **quality(result["records"]), **stability(folder.parent / "train_log.jsonl")}
+
+    def seed_runs(self, prefix: str, extra: list[str]) -> list[dict]:
+        return [self.run_summary(self.train(f"{prefix}-s{seed}", [*extra, "--seed", str(seed)]) / "pipeline",
+                                 f"{prefix}-s{seed}") for seed in self.args.seeds]
+
+    def amortized_folder(self) -> Path:
+        """The amortized model the cost, interpolation and inference claims use: `--amortized`,
+        else (quick mode) the triplane run of the first seed."""
+        if self.args.amortized:
+            return Path(self.args.amortized)
+        return self.train(f"triplane-s{self.args.seeds[0]}", ["--seed", str(self.args.seeds[0])]) / "pipeline"
+
+    # ---- the claims ------------------------------------------------------------------------
+
+    def stages(self) -> dict:
+        base = self.seed_runs("triplane", [])[0]
+        runs = [self.run_summary(self.train("stage1-only", ["--stage", "1"]) / "pipeline", "stage 1 alone"),
+                self.run_summary(self.train("stage2-only", ["--stage", "2"]) / "pipeline", "stage 2 alone"),
+                {**base, "name": "stage 1 then 2"}]
+        switch = self.work / base["name"] / "pipeline-stage1"
+        if switch.is_dir():
+            runs.append(self.run_summary(switch, "stage 1 of the same run (at the switch)"))
+        return {"runs": runs, "steps": self.args.steps}
+
+    def hypernetwork(self) -> dict:
+        preset = self.recipe.get("model_preset", "shapes")
+        return {"runs": self.seed_runs("triplane", []) + self.seed_runs("hyper", ["--model_preset", f"{preset}-hyper"]),
+                "steps": self.args.steps, "parameters": parameter_counts(preset)}
+
+    def aware_conv(self) -> dict:
+        return {"runs": self.seed_runs("triplane", []) + self.seed_runs("no-aware", ["--model_overrides", "{aware_conv: false}"]),
+                "steps": self.args.steps}
+
+    def cost(self) -> dict:
+        amortized = self.amortized_folder()
+        summary = json.loads((amortized / SUMMARY_FILE).read_text())
+        amortized_seconds = sum(stage_seconds_total(summary).values())
+        subset = per_prompt_subset(self.seen)
+        reference = {r["prompt"]: r for r in self.score(amortized, subset)["records"]}
+        out = self.work / "per-prompt"
+        teacher = ["--teacher", str(self.teacher)] if self.args.teacher else []
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "prompts.json").write_text(json.dumps(subset))
+        train_per_prompt.main(["--config", self.args.config, "--output_dir", str(out), "--prompts", str(out / "prompts.json"),
+                               "--steps", str(self.args.per_prompt_steps), "--resume", "true", "--evaluate", "false",
+                               "--snapshot_steps", str(self.args.per_prompt_snapshot), "--validation_steps", "1000000000",
+                               *teacher])
+        prompts = []
+        for prompt in subset:
+            curve = []
+            for snapshot in sorted((out / slugify(prompt) / "snapshots").iterdir()):
+                record = self.score(snapshot, [prompt])["records"][0]
+                seconds = json.loads((snapshot / SUMMARY_FILE).read_text())["wall_seconds"]
+                curve.append({"steps": int(snapshot.name.split("-")[1]), "seconds": seconds,
+                              "correct": record["correct"], "chamfer": record["chamfer"]})
+            prompts.append({"prompt": prompt, "amortized": {k: reference[prompt][k] for k in ("correct", "chamfer")},
+                            "curve": curve, **time_to_match(curve, reference[prompt])})
+        inference = self.inference()["batch_1_seconds"]
+        return {"amortized": str(amortized), "amortized_seconds": amortized_seconds,
+                "amortized_prompts": summary.get("prompts"), "prompts": prompts, "held_out": len(self.held_out),
+                "per_prompt_steps": self.args.per_prompt_steps, "inference_seconds": inference}
+
+    def interpolation(self) -> dict:
+        pipe = AToMPipeline.from_pretrained(self.amortized_folder())
+        pairs = []
+        for a, b in interpolation_pairs(self.seen, self.held_out):
+            meshes = pipe.interpolate(a, b, num=self.args.blends, marching_resolution=self.args.marching_resolution).meshes
+            pairs.append({"from": a, "to": b, **path_smoothness(meshes, self.args.eval_samples), "meshes": meshes})
+        claims_report.save_interpolation_figure(pairs, self.figures / "interpolation.png")
+        for pair in pairs:
+            pair.pop("meshes")
+        return {"pairs": pairs, "blends": self.args.blends, "figure": "interpolation.png"}
+
+    def inference(self) -> dict:
+        pipe = AToMPipeline.from_pretrained(self.amortized_folder())
+        prompts = (self.eval_prompts * 2)[:16]
+        pipe(prompts[:2])  # warm-up: tet grids, kernels
+        single = []
+        for prompt in prompts[:8]:
+            tic = time.perf_counter()
+            pipe(prompt)
+            single.append(time.perf_counter() - tic)
+        tic = time.perf_counter()
+        pipe(prompts[:8], batch_size=8)
+        batched = (time.perf_counter() - tic) / 8
+        return {"batch_1_seconds": statistics.median(single), "batch_8_seconds_per_prompt": batched,
+                "threads": torch.get_num_threads(), "device": "cpu"}
+
+    @property
+    def figures(self) -> Path:
+        return Path(self.args.figures)
+
+
+# ---- measures ----------------------------------------------------------------------------------
+
+
+def quality(records: list[dict]) -> dict:
+    """Accuracy per split, mean and per-shape Chamfer (seen prompts), tori with a hole, pyramids
+    called pyramids, empty meshes."""
+    def split(name: str) -> list[dict]:
+        return [r for r in records if r["split"] == name]
+
+    seen = split("seen") or records
+    shapes = {}
+    for shape in SHAPES:
+        mine = [r for r in seen if r["shape"] == shape]
+        if mine:
+            shapes[shape] = float(np.mean([finite(r["chamfer"]) for r in mine]))
+    tori = [r for r in records if r["shape"] == "torus"]
+    pyramids = [r for r in records if r["shape"] == "pyramid"]
+    return {
+        "seen_accuracy": mean_of(seen, "correct"),
+        "held_out_accuracy": mean_of(split("held_out"), "correct"),
+        "mean_chamfer": float(np.mean([finite(r["chamfer"]) for r in seen])),
+        "chamfer_per_shape": shapes,
+        "tori_with_hole": f"{sum(r['genus'] == 1 for r in tori)}/{len(tori)}",
+        "pyramids": f"{sum(r['nearest_shape'] == 'pyramid' for r in pyramids)}/{len(pyramids)}",
+        "empty_meshes": sum(r["empty"] for r in records),
+    }
+
+
+def finite(value: float | None, cap: float = 1.0) -> float:
+    """A Chamfer distance with empty meshes (inf / null) counted as `cap` (the whole box)."""
+    return cap if value is None or not np.isfinite(value) else float(value)
+
+
+def mean_of(records: list[dict], key: str) -> float | None:
+    return float(np.mean([bool(r[key]) for r in records])) if records else None
+
+
+def stability(log_file: Path) -> dict:
+    """From a run's train_log.jsonl: the SDS loss curve (per logged step), non-finite losses,
+    logged steps with an empty mesh, and the spread of the loss over the last quarter."""
+    records = [json.loads(line) for line in log_file.read_text().splitlines()] if log_file.is_file() else []
+    steps = {r["step"]: r for r in records if r.get("event") == "step"}  # a resumed step: the later record
+    curve = [(s, steps[s]["sds"]) for s in sorted(steps)]
+    losses = np.array([v for _, v in curve], dtype=float)
+    tail = losses[len(losses) * 3 // 4:]
+    return {"loss_curve": curve, "nonfinite_losses": int((~np.isfinite(losses)).sum()),
+            "empty_mesh_steps": sum(1 for r in steps.values() if r.get("empty_meshes")),
+            "late_loss_std": float(np.nanstd(tail)) if len(tail) else None}
+
+
+def failed(run: dict) -> bool:
+    """A failed run: a non-finite loss, or no seen prompt right (the Shapes world's chance is 1/64)."""
+    return run["nonfinite_losses"] > 0 or not run["seen_accuracy"]
+
+
+def parameter_counts(preset: str) -> dict:
+    counts = {}
+    for name in (preset, f"{preset}-hyper"):
+        pipe = AToMPipeline.from_components(name)
+        counts[name] = sum(p.numel() for m in (pipe.text_to_triplane, pipe.mesh_generator) for p in m.parameters())
+    return counts
+
+
+def per_prompt_subset(seen: list[str]) -> list[str]:
+    """The first seen prompt of each shape (one per shape; all of them when fewer parse)."""
+    first = {}
+    for prompt in seen:
+        parsed = parse_prompt(prompt)
+        if parsed and parsed[0] not in first:
+            first[parsed[0]] = prompt
+    return list(first.values()) or seen
+
+
+def time_to_match(curve: list[dict], reference: dict) -> dict:
+    """The first snapshot as good as the amortized model on the prompt: right where it is right,
+    and a Chamfer distance no larger. `matched` False: the budget's time is a lower bound."""
+    for point in curve:
+        if (point["correct"] or not reference["correct"]) and finite(point["chamfer"]) <= finite(reference["chamfer"]):
+            return {"matched": True, "match_steps": point["steps"], "match_seconds": point["seconds"]}
+    return {"matched": False, "match_steps": curve[-1]["steps"], "match_seconds": curve[-1]["seconds"]}
+
+
+def interpolation_pairs(seen: list[str], held_out: list[str]) -> list[tuple[str, str]]:
+    """Two colors of one shape and two shapes of one color (seen prompts, the first such pairs),
+    and the first two held-out prompts; the first two prompts when the set has none of these."""
+    parsed = {p: parse_prompt(p) for p in seen if parse_prompt(p)}
+    pairs = []
+    for same in (0, 1):  # 0: same shape, other color; 1: same color, other shape
+        found = [(a, b) for a in parsed for b in parsed if parsed[a][same] == parsed[b][same] and parsed[a] != parsed[b]]
+        pairs += found[:1]
+    pairs += [(held_out[0], held_out[1])] if len(held_out) >= 2 else []
+    return pairs or [(seen[0], seen[1 % len(seen)])]
+
+
+def surface_distance(a: trimesh.Trimesh, b: trimesh.Trimesh, samples: int) -> float:
+    """Symmetric Chamfer distance between two meshes (mean nearest-neighbour distance of
+    `samples` surface points each way, halved); 1.0 when either is empty."""
+    if len(a.faces) == 0 or len(b.faces) == 0:
+        return 1.0
+    pa, _ = trimesh.sample.sample_surface(a, samples, seed=0)
+    pb, _ = trimesh.sample.sample_surface(b, samples, seed=0)
+    return 0.5 * float(cKDTree(pb).query(pa)[0].mean() + cKDTree(pa).query(pb)[0].mean())
+
+
+def mean_albedo(mesh: trimesh.Trimesh) -> np.ndarray:
+    return np.asarray(mesh.visual.vertex_colors[:, :3], dtype=float).mean(0) / 255 if len(mesh.vertices) else np.zeros(3)
+
+
+def path_smoothness(meshes: list[trimesh.Trimesh], samples: int) -> dict:
+    """Distances between neighbouring blends (geometry: Chamfer; color: mean albedo, RGB in
+    [0, 1]), the largest step over the median step of each (a jump shows as a large ratio), and
+    each blend's nearest Shapes-world color and primitive."""
+    geometry = [surface_distance(a, b, samples) for a, b in zip(meshes, meshes[1:])]
+    color = [float(np.linalg.norm(mean_albedo(a) - mean_albedo(b))) for a, b in zip(meshes, meshes[1:])]
+    labels = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # an empty blend is labelled "None None"
+        for mesh in meshes:
+            scored = evaluate_mesh(mesh, "cube", "red", num_samples=samples)  # nearest_* do not depend on the target
+            labels.append(f"{scored['nearest_color']} {scored['nearest_shape']}")
+
+    def jump(steps: list[float]) -> float:
+        return max(steps) / max(statistics.median(steps), 1e-9)
+
+    return {"geometry_steps": geometry, "color_steps": color, "geometry_jump": jump(geometry),
+            "color_jump": jump(color), "labels": labels}
+
+
+# ---- command line --------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("claims", nargs="+", choices=[*CLAIMS, "all"])
+    parser.add_argument("--quick", action="store_true", help="tiny scale: train/configs/tiny.yaml, a few steps")
+    parser.add_argument("--config", help=f"train_atom.py recipe (default {FULL['config']})")
+    parser.add_argument("--teacher", help="override the recipe's teacher (quick: an untrained tiny prior is built)")
+    parser.add_argument("--steps", type=int, help=f"step budget of every variant (default {FULL['steps']})")
+    parser.add_argument("--seeds", type=int, nargs="+", help=f"seeds of the ablations (default {FULL['seeds']})")
+    parser.add_argument("--per_prompt_steps", type=int, help=f"per-prompt budget (default {FULL['per_prompt_steps']})")
+    parser.add_argument("--per_prompt_snapshot", type=int, help="steps between per-prompt snapshots")
+    parser.add_argument("--amortized", help=f"the amortized model (default {FULL['amortized']}; quick: the triplane run)")
+    parser.add_argument("--eval_samples", type=int, help="surface samples per mesh for the Chamfer distances")
+    parser.add_argument("--blends", type=int, help="meshes per interpolation path")
+    parser.add_argument("--marching_resolution", type=int, help="tet grid for scoring (default: each model's)")
+    parser.add_argument("--work_dir", default="runs/paper-claims")
+    parser.add_argument("--json", help="also write the merged results here (default work_dir/claims.json only)")
+    parser.add_argument("--markdown", default=None, help="the report (default docs/paper_claims.md; quick: work_dir)")
+    parser.add_argument("--figures", default=None, help="figure folder (default: beside the report)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    args = parser.parse_args(argv)
+    for key, value in (QUICK if args.quick else FULL).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.markdown is None:
+        args.markdown = str(Path(args.work_dir) / "paper_claims.md") if args.quick else "docs/paper_claims.md"
+    if args.figures is None:
+        args.figures = str(Path(args.markdown).with_suffix(""))
+    for key in ("steps", "per_prompt_steps", "per_prompt_snapshot", "eval_samples"):
+        if getattr(args, key) < 1:
+            parser.error(f"--{key} must be >= 1, got {getattr(args, key)}")
+    if args.blends < 2:
+        parser.error(f"--blends must be >= 2, got {args.blends}")
+    args.claims = list(CLAIMS) if "all" in args.claims else list(dict.fromkeys(args.claims))
+    return args
+
+
+def quick_teacher(work_dir: Path) -> Path:
+    """An untrained tiny shapes-prior (the mechanics of the claims, not their numbers)."""
+    from atom.guidance.shapes_prior import ShapesPriorPipeline, build_prior_scheduler, build_prior_unet
+
+    folder = work_dir / "teacher-tiny"
+    if not (folder / "model_index.json").is_file():
+        torch.manual_seed(0)
+        ShapesPriorPipeline(build_prior_unet("tiny"), build_prior_scheduler()).save_pretrained(folder)
+    return folder
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.quick and not args.teacher:
+        args.teacher = str(quick_teacher(Path(args.work_dir)))
+    harness = Harness(args)
+    harness.figures.mkdir(parents=True, exist_ok=True)
+    path = harness.work / "claims.json"
+    results = json.loads(path.read_text()) if path.is_file() else {}
+    for claim in args.claims:
+        tic = time.perf_counter()
+        results[claim] = {**getattr(harness, claim)(), "harness_seconds": time.perf_counter() - tic,
+                          "command": "python benchmarks/paper_claims.py " + " ".join(sys.argv[1:] if argv is None else argv)}
+        path.write_text(json.dumps(results, indent=2))  # after each claim: a killed sitting keeps the rest
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.markdown).write_text(claims_report.render(results, harness.figures, Path(args.markdown).parent))
+    print(Path(args.markdown).read_text())
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""benchmarks/paper_claims.py: the --quick harness end to end (every claim trains, scores and lands
+in the table), its reuse of finished runs, and the measures its verdicts rest on."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import trimesh
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import paper_claims  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def quick_run(prior_teacher, tmp_path_factory):
+    work = tmp_path_factory.mktemp("claims")
+    results = paper_claims.main(["all", "--quick", "--teacher", str(prior_teacher), "--work_dir", str(work)])
+    return work, results
+
+
+def test_quick_harness_fills_every_row(quick_run):
+    work, results = quick_run
+    assert set(results) == set(paper_claims.CLAIMS)
+    report = (work / "paper_claims.md").read_text()
+    table = [line for line in report.splitlines() if line.startswith("| ") and "`python benchmarks/paper_claims.py" in line]
+    assert len(table) == len(paper_claims.CLAIMS)
+    assert all(any(v in line for v in ("**holds**", "**holds partly**", "**does not hold at this scale**")) for line in table)
+    assert "not run yet" not in report
+    # Every variant trained at the same budget, the stage-2-alone run only in stage 2, the hypernetwork as its preset.
+    for name in ("triplane-s0", "stage1-only", "stage2-only", "hyper-s0", "no-aware-s0"):
+        summary = json.loads((work / name / "pipeline" / "training_summary.json").read_text())
+        assert summary["steps"] == paper_claims.QUICK["steps"], name
+    assert json.loads((work / "stage2-only" / "pipeline" / "training_summary.json").read_text())["stage_seconds"]["1"] == 0
+    index = json.loads((work / "hyper-s0" / "pipeline" / "model_index.json").read_text())
+    assert index["text_to_triplane"][0] == "atom.models.hyper_field"
+    config = json.loads((work / "no-aware-s0" / "pipeline" / "text_to_triplane" / "config.json").read_text())
+    assert config["aware_conv"] is False
+    # The stages claim also reports the stage-1 model of the two-stage run, saved at the switch.
+    assert any("same run" in r["name"] for r in results["stages"]["runs"])
+    # Per-prompt: one run per shape of the tiny recipe, a snapshot per step, each prompt timed.
+    cost = results["cost"]
+    assert [p["prompt"] for p in cost["prompts"]] == ["a red cube", "a blue sphere", "a green cone"]
+    assert all(len(p["curve"]) == paper_claims.QUICK["per_prompt_steps"] for p in cost["prompts"])
+    assert all(p["match_seconds"] > 0 for p in cost["prompts"])
+    assert len(results["interpolation"]["pairs"][0]["labels"]) == paper_claims.QUICK["blends"]
+    assert (work / "paper_claims" / "interpolation.png").is_file()
+    assert (work / "paper_claims" / "loss-hypernetwork.png").is_file()
+    assert 0 < results["inference"]["batch_1_seconds"] < 60
+
+
+def test_a_second_sitting_reuses_runs_and_scores(quick_run, prior_teacher):
+    work, _ = quick_run
+    logs = {p: p.read_text() for p in work.glob("*/train_log.jsonl")}
+    scores = sorted(p.name for p in (work / "scores").iterdir())
+    paper_claims.main(["stages", "--quick", "--teacher", str(prior_teacher), "--work_dir", str(work)])
+    assert {p: p.read_text() for p in work.glob("*/train_log.jsonl")} == logs  # nothing trained again
+    assert sorted(p.name for p in (work / "scores").iterdir()) == scores  # nothing scored again
+    assert set(json.loads((work / "claims.json").read_text())) == set(paper_claims.CLAIMS)  # merged, not replaced
+
+
+def test_time_to_match_takes_the_first_snapshot_as_good_as_the_amortized_model():
+    curve = [{"steps": 1, "seconds": 10.0, "correct": False, "chamfer": 0.05},
+             {"steps": 2, "seconds": 20.0, "correct": True, "chamfer": 0.04},
+             {"steps": 3, "seconds": 30.0, "correct": True, "chamfer": 0.02}]
+    assert paper_claims.time_to_match(curve, {"correct": True, "chamfer": 0.03})["match_seconds"] == 30.0
+    assert paper_claims.time_to_match(curve, {"correct": False, "chamfer": 0.05})["match_seconds"] == 10.0
+    never = paper_claims.time_to_match(curve, {"correct": True, "chamfer": 0.01})
+    assert not never["matched"] and never["match_seconds"] == 30.0  # the budget: a lower bound
+    assert paper_claims.time_to_match(curve, {"correct": True, "chamfer": None})["match_steps"] == 2  # empty: no bar
+
+
+def test_path_smoothness_sees_a_jump():
+    def sphere(radius, color):
+        mesh = trimesh.creation.icosphere(subdivisions=3, radius=radius)
+        mesh.visual.vertex_colors = [*color, 255]
+        return mesh
+
+    smooth = [sphere(0.55 + 0.025 * i, (200 - 20 * i, 0, 20 * i)) for i in range(5)]  # the world sphere: radius 0.6
+    result = paper_claims.path_smoothness(smooth, samples=2000)
+    assert result["geometry_jump"] < 1.5 and result["color_jump"] < 1.5
+    assert result["labels"][0].endswith("sphere")
+    jumpy = smooth[:3] + [trimesh.creation.box(extents=(1.2, 1.2, 1.2))] + smooth[3:]
+    jumpy[3].visual.vertex_colors = [255, 255, 0, 255]
+    result = paper_claims.path_smoothness(jumpy, samples=2000)
+    assert result["geometry_jump"] > 3 and result["color_jump"] > 3
+    assert "cube" in result["labels"][3]
