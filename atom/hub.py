@@ -57,6 +57,7 @@ CARD_FIELDS: dict[str, type] = {
     "heldout_prompts": list,  # prompts held out from training (unseen)
     "metrics": dict,  # name -> value, or split -> {name -> value} (e.g. {"seen": {...}, "unseen": {...}})
     "metrics_description": str,  # how the metrics were measured
+    "results": str,  # markdown after the metrics table (ablations, comparisons with other runs)
     "samples_image": str,  # an image of samples, relative to the card (e.g. "samples.png")
     "samples_caption": str,  # its alt text
     "training_time": dict,  # stage -> seconds (number) or a description (str)

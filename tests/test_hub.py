@@ -101,6 +101,13 @@ def test_card_shows_a_samples_image_only_when_given():
         render_model_card({"samples_image": 3})
 
 
+def test_card_results_follow_the_metrics_table():
+    results = "| run | Chamfer |\n| --- | --- |\n| stage 1 alone | 0.02 |"
+    text = render_model_card({"metrics": {"accuracy": 1}, "results": results})
+    assert text.index("| accuracy | 1 |") < text.index(results)
+    assert "stage 1 alone" not in render_model_card({"metrics": {"accuracy": 1}})
+
+
 def test_card_base_model_that_is_no_repo_id_stays_in_the_text(caplog):
     with caplog.at_level(logging.WARNING, logger="atom.hub"):
         text = render_model_card({"base_model": "/abs/path/to/shapes-prior"})

@@ -57,6 +57,7 @@ def card_data(
         "hardware": summary.get("hardware"),
         "training_command": summary.get("training_command"),
         "limitations": summary.get("limitations"),  # measured shortcomings, added to the defaults
+        "results": summary.get("results"),  # markdown added after evaluation (e.g. the two-stage ablation)
         "metrics": metrics or None,
         "metrics_description": metrics_description if metrics else None,
         "samples_image": SAMPLES_FILE if has_samples else None,
