@@ -16,6 +16,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from .hyper_field import field_layer_shapes
+
 _PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "tiny": (
         dict(
@@ -117,10 +119,9 @@ def atom_model_config(name: str, text_embed_dim: int | None = None) -> tuple[dic
         base, hyper_kwargs, field_kwargs = copy.deepcopy(_HYPER_PRESETS[name])
         triplane_kwargs, generator_kwargs = atom_model_config(base, text_embed_dim)
         generator_kwargs.update(field_kwargs)
-        in_dim = 3 + 6 * generator_kwargs["num_frequencies"]
-        dims = [in_dim] + [field_kwargs["field_hidden_dim"]] * field_kwargs["field_num_layers"]
-        dims.append(3 * generator_kwargs["triplane_channels"])
-        num_params = sum(a * b + b for a, b in zip(dims[:-1], dims[1:]))
+        shapes = field_layer_shapes(generator_kwargs["num_frequencies"], generator_kwargs["triplane_channels"],
+                                    field_kwargs["field_hidden_dim"], field_kwargs["field_num_layers"])
+        num_params = sum(a * b + b for a, b in shapes)
         return dict(text_embed_dim=triplane_kwargs["text_embed_dim"], num_params=num_params, **hyper_kwargs), generator_kwargs
     if name not in _PRESETS:
         raise ValueError(f"unknown model preset {name!r}; choose one of {', '.join(PRESET_NAMES)}")

@@ -29,6 +29,13 @@ from torch import nn
 from .mesh_generator import TriplaneMeshGenerator, _small_init_, positional_encoding
 
 
+def field_layer_shapes(num_frequencies: int, triplane_channels: int, field_hidden_dim: int,
+                       field_num_layers: int) -> list[tuple[int, int]]:
+    """(fan_in, fan_out) of each layer of the generated coordinate MLP: [x, PE(x)] -> 3C."""
+    dims = [3 + 6 * num_frequencies] + [field_hidden_dim] * field_num_layers + [3 * triplane_channels]
+    return list(zip(dims[:-1], dims[1:]))
+
+
 class TextToHyperNetwork(ModelMixin, ConfigMixin):
     """Per-token text embeddings -> a (B, P) modulation of a field's weights (ATT3D-style).
 
@@ -115,8 +122,7 @@ class HyperFieldMeshGenerator(TriplaneMeshGenerator):
         for name, value in (("field_hidden_dim", field_hidden_dim), ("field_num_layers", field_num_layers)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
-        dims = [3 + 6 * num_frequencies] + [field_hidden_dim] * field_num_layers + [3 * triplane_channels]
-        self._field_shapes = [(a, b) for a, b in zip(dims[:-1], dims[1:])]
+        self._field_shapes = field_layer_shapes(num_frequencies, triplane_channels, field_hidden_dim, field_num_layers)
         base = []
         for fan_in, fan_out in self._field_shapes:
             bound = 1.0 / math.sqrt(fan_in)  # nn.Linear's default initialization
