@@ -1,10 +1,11 @@
 """The models shipped in pretrained/: the README's three lines run as written with the default
-AToM model, both folders load offline, and the AToM model still does what its card reports."""
+AToM model, the folders load offline, and the AToM model still does what its card reports."""
 import json
 import re
 from pathlib import Path
 
 import pytest
+import torch
 import trimesh
 
 from atom.data import HELD_OUT
@@ -15,6 +16,7 @@ from train_scripts import load_train_script
 ROOT = Path(__file__).resolve().parents[1]
 ATOM = ROOT / "pretrained" / "atom-shapes64"
 PRIOR = ROOT / "pretrained" / "shapes-prior"
+PRIOR_64 = ROOT / "pretrained" / "shapes-prior-64px"  # the teacher of the shipped AToM model
 
 
 def readme_three_lines() -> str:
@@ -42,7 +44,8 @@ def test_atom_folder_is_complete_and_small():
     card = (ATOM / "README.md").read_text()
     assert "library_name: diffusers" in card and "pipeline_tag: text-to-3d" in card and "## Evaluation" in card
     summary = json.loads((ATOM / "training_summary.json").read_text())
-    assert summary["teacher"] == "pretrained/shapes-prior" and len(summary["train_prompts"]) == 56
+    assert summary["teacher"] == "pretrained/shapes-prior-64px" and len(summary["train_prompts"]) == 56
+    assert (ROOT / summary["teacher"]).is_dir()  # the teacher it names ships beside it
     assert not set(summary["train_prompts"]) & {r.prompt for r in HELD_OUT}
 
 
@@ -62,6 +65,14 @@ def test_prior_folder_loads_and_samples_from_its_data_mean():
     assert 0.5 < pipe.config.data_mean < 1.0
     images = pipe(["a red cube"], num_inference_steps=2, progress=False).images
     assert images.shape == (1, 3, 32, 32)
+
+
+def test_prior_64px_folder_loads_in_float32_and_samples_at_64px():
+    """Stored in float16 to stay small; it must load as float32 and sample 64x64 images."""
+    pipe = ShapesPriorPipeline.from_pretrained(PRIOR_64)
+    assert next(pipe.unet.parameters()).dtype == torch.float32
+    images = pipe(["a red cube"], num_inference_steps=2, progress=False).images
+    assert images.shape == (1, 3, 64, 64) and torch.isfinite(images).all()
 
 
 @pytest.fixture(autouse=True)
