@@ -303,16 +303,30 @@ def test_model_card_of_a_run_in_two_stages_then_with_metrics(prior_teacher, tmp_
         evaluate.main(["--model", str(tmp_path), "--prompts", str(prompts), "--write_card"])
 
 
-def test_one_launch_trains_both_stages_and_keeps_stage_1_of_the_same_run(prior_teacher, tmp_path):
-    """The two-stage switch in one run: steps before `stage1_steps` are stage 1, the rest stage 2;
-    the model as it stood at the switch is saved to pipeline-stage1 (the ablation's baseline, on
-    the preset's grid), the final one to pipeline (on stage 2's grid); `snapshot_steps` saves
-    light folders with the wall time so far; `model_overrides` reach the networks."""
+def test_one_launch_trains_both_stages_and_keeps_stage_1_of_the_same_run(prior_teacher, tmp_path, monkeypatch):
+    """The two-stage switch in one run: steps before `stage1_steps` are stage 1, the rest stage 2,
+    whose cameras come from `stage2_elevation_range`; the model as it stood at the switch is saved
+    to pipeline-stage1 (the ablation's baseline, on the preset's grid), the final one to pipeline
+    (on stage 2's grid); `snapshot_steps` saves light folders with the wall time so far;
+    `model_overrides` reach the networks."""
+    elevations = []
+    real_sample_cameras = train_atom.sample_cameras
+
+    def recording_sample_cameras(*args, **kwargs):
+        cameras = real_sample_cameras(*args, **kwargs)
+        elevations.append(cameras.elevation.clone())
+        return cameras
+
+    monkeypatch.setattr(train_atom, "sample_cameras", recording_sample_cameras)
     out = tmp_path / "run"
     train_atom.main(["--config", str(CONFIG), "--teacher", str(prior_teacher), "--output_dir", str(out),
                      "--max_train_steps", "4", "--stage1_steps", "2", "--snapshot_steps", "1", "--validation_steps", "1000",
-                     "--model_overrides", "{aware_conv: false}"])
+                     "--model_overrides", "{aware_conv: false}", "--stage2_elevation_range", "[-30, -25]"])
     assert [r["stage"] for r in steps_of(read_log(out))] == [1, 1, 2, 2]
+    assert len(elevations) == 4
+    low, high = train_atom.AtomConfig(**yaml.safe_load(CONFIG.read_text())).elevation_range
+    assert all(((e >= low) & (e <= high)).all() for e in elevations[:2])
+    assert all(((e >= -30) & (e <= -25)).all() for e in elevations[2:])
     stage1, final = out / "pipeline-stage1", out / "pipeline"
     first = json.loads((stage1 / "training_summary.json").read_text())
     assert first["steps"] == 2 and first["stage_seconds"]["2"] == 0 and "stage 1 only" in first["hardware"]

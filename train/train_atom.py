@@ -118,6 +118,9 @@ class AtomConfig:
     light_jitter_deg: float = 30.0
     background: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
     elevation_range: list[float] = field(default_factory=lambda: [-10.0, 45.0])
+    # Stage 2's camera elevations (degrees); None: elevation_range. Reaching below the horizon lets
+    # the rasterized mesh's SDS see the bottoms that stage 2's free deformation can grow.
+    stage2_elevation_range: list[float] | None = None
     distance_range: list[float] = field(default_factory=lambda: [2.8, 3.2])
     fovy_range: list[float] = field(default_factory=lambda: [38.0, 42.0])
     # bookkeeping
@@ -226,6 +229,13 @@ def build_optimizer(model: AToMModel, cfg: AtomConfig) -> torch.optim.AdamW:
 
 def stage_of(step: int, cfg: AtomConfig) -> int:
     return cfg.stage if cfg.stage in (1, 2) else (1 if step < cfg.stage1_steps else 2)
+
+
+def elevation_range_of(stage: int, cfg: AtomConfig) -> tuple[float, float]:
+    """The (low, high) camera elevations in degrees that `stage` samples."""
+    if stage == 2 and cfg.stage2_elevation_range is not None:
+        return tuple(cfg.stage2_elevation_range)
+    return tuple(cfg.elevation_range)
 
 
 def build_pipeline(cfg: AtomConfig) -> AToMPipeline:
@@ -354,7 +364,7 @@ def main(argv: list[str] | None = None) -> None:
             embeds, mask = atom_text(batch_prompts)
             view_prompts = [p for p in batch_prompts for _ in range(cfg.views_per_prompt)]
             cameras = sample_cameras(
-                len(view_prompts), elevation_range=tuple(cfg.elevation_range), distance_range=tuple(cfg.distance_range),
+                len(view_prompts), elevation_range=elevation_range_of(stage, cfg), distance_range=tuple(cfg.distance_range),
                 fovy_range=tuple(cfg.fovy_range), generator=gen, device=accelerator.device,
             )
             light = sample_light_directions(cameras, cfg.light_jitter_deg, generator=gen)
