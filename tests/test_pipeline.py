@@ -63,7 +63,10 @@ def same_mesh_up_to_rounding(a: trimesh.Trimesh, b: trimesh.Trimesh) -> bool:
     rounding and colors within one 8-bit step. Batched matmuls round differently with the batch's
     size on some CPUs: on an AVX-512 / AMX Xeon MiniLM's embeddings of a prompt alone and in a
     batch of two differ by 2e-6, the vertices by 1e-5 (3e-8 with one thread on other machines);
-    the mesh generator's point batches are padded to the longest item too. A grid cell is 0.03-0.1."""
+    the mesh generator's point batches are padded to the longest item too. Weights loaded from
+    safetensors sit at other memory alignments than those they were saved from, and on some CPUs
+    (an AMD EPYC here) the kernels then round differently: vertices 6e-8 apart, the same weights.
+    A grid cell is 0.03-0.1."""
     return (
         np.array_equal(a.faces, b.faces)
         and np.allclose(a.vertices, b.vertices, rtol=0, atol=1e-4)
@@ -97,7 +100,7 @@ def test_design_three_lines_from_saved_folder(pipe, reference, tmp_path, include
     mesh = loaded(PROMPT_A).meshes[0]
     mesh.export(tmp_path / "red_cube.glb")
 
-    assert same_mesh(mesh, reference[PROMPT_A])  # save/load round trip
+    assert same_mesh_up_to_rounding(mesh, reference[PROMPT_A])  # save/load round trip
     check_colored_mesh_in_box(mesh)
     glb = trimesh.load(tmp_path / "red_cube.glb", force="mesh")
     assert len(glb.faces) == len(mesh.faces)
@@ -154,7 +157,7 @@ def test_diffusers_loads_a_saved_folder_once_atom_is_imported(saved, reference):
 
     loaded = DiffusionPipeline.from_pretrained(saved)
     assert type(loaded) is AToMPipeline
-    assert same_mesh(loaded(PROMPT_A).meshes[0], reference[PROMPT_A])
+    assert same_mesh_up_to_rounding(loaded(PROMPT_A).meshes[0], reference[PROMPT_A])
 
 
 def mean_distance(a: Mesh, b: Mesh) -> float:
