@@ -92,7 +92,7 @@ def fit(pipe: AToMPipeline, cfg, stages: list[tuple[int, int]], seed: int, on_st
             rng = random.Random(gen.initial_seed())
             pick = [rng.randrange(len(PAIRS)) for _ in range(cfg.prompts_per_step)]
             views = [PAIRS[i] for i in pick for _ in range(cfg.views_per_prompt)]
-            cameras = sample_cameras(len(views), elevation_range=tuple(cfg.elevation_range),
+            cameras = sample_cameras(len(views), elevation_range=train_atom.elevation_range_of(stage, cfg),
                                      distance_range=tuple(cfg.distance_range), fovy_range=tuple(cfg.fovy_range), generator=gen)
             light = sample_light_directions(cameras, cfg.light_jitter_deg, generator=gen)
             for group in optimizer.param_groups:
