@@ -182,8 +182,10 @@ def inference_row(c: dict) -> tuple[str, str, str]:
     return numbers, "holds" if c["batch_1_seconds"] < 1 else "does not hold at this scale", "the paper: < 1 s per prompt"
 
 
-def render(results: dict, figures: Path, report_dir: Path) -> str:
-    """The markdown report of the merged claim results."""
+def render(results: dict, figures: Path, report_dir: Path, runs: dict) -> str:
+    """The markdown report of the merged claim results; `runs`: every scored run of the results
+    file by name (`name/pipeline-stage1` for a run's stage-1 model, `per-prompt/<prompt>` for the
+    per-prompt runs' curves), for the harness's cost."""
     triplane = results.get("hypernetwork", results.get("aware_conv", {})).get("runs", [])
     spread = seed_spread(triplane)
     rows, details = [], []
@@ -204,8 +206,8 @@ def render(results: dict, figures: Path, report_dir: Path) -> str:
         numbers, verdict, why = row(results[name])
         rows.append(f"| {claim} | `{results[name]['command']}` | {numbers} | **{verdict}**: {why} |")
         details.append(detail(name, results[name], figures, report_dir))
-    train_seconds = {r["name"]: r["train_seconds"] for c in results.values() for r in c.get("runs", [])}
-    per_prompt = sum(p["curve"][-1]["seconds"] for p in results.get("cost", {}).get("prompts", []))
+    train_seconds = {name: r["train_seconds"] for name, r in runs.items() if "train_seconds" in r and "/" not in name}
+    per_prompt = sum(r["curve"][-1]["seconds"] for r in runs.values() if "curve" in r)
     sitting = sum(c.get("harness_seconds", 0.0) for c in results.values())
     lines = [
         "# The paper's claims at Shapes scale", "",

@@ -54,11 +54,43 @@ def test_quick_harness_fills_every_row(quick_run):
 def test_a_second_sitting_reuses_runs_and_scores(quick_run, prior_teacher):
     work, _ = quick_run
     logs = {p: p.read_text() for p in work.glob("*/train_log.jsonl")}
-    scores = sorted(p.name for p in (work / "scores").iterdir())
     paper_claims.main(["stages", "--quick", "--teacher", str(prior_teacher), "--work_dir", str(work)])
     assert {p: p.read_text() for p in work.glob("*/train_log.jsonl")} == logs  # nothing trained again
-    assert sorted(p.name for p in (work / "scores").iterdir()) == scores  # nothing scored again
-    assert set(json.loads((work / "claims.json").read_text())) == set(paper_claims.CLAIMS)  # merged, not replaced
+    assert set(json.loads((work / "claims.json").read_text())["claims"]) == set(paper_claims.CLAIMS)  # merged, not replaced
+
+
+def test_a_new_machine_reuses_the_results_file(quick_run, prior_teacher, tmp_path):
+    """No run folders, only the (committed) results file: the scored runs are not trained again."""
+    work, _ = quick_run
+    results = tmp_path / "claims.json"
+    results.write_text((work / "claims.json").read_text())
+    claims = paper_claims.main(["stages", "hypernetwork", "--quick", "--teacher", str(prior_teacher),
+                                "--work_dir", str(tmp_path / "fresh"), "--json", str(results)])
+    assert not list((tmp_path / "fresh").glob("*/train_log.jsonl"))
+    before = json.loads((work / "claims.json").read_text())["claims"]
+    for claim in ("stages", "hypernetwork"):
+        assert [r["mean_chamfer"] for r in claims[claim]["runs"]] == [r["mean_chamfer"] for r in before[claim]["runs"]]
+    # Another step budget is another run: its key differs, so it is trained.
+    store = json.loads(results.read_text())
+    harness = paper_claims.Harness(paper_claims.parse_args(["stages", "--quick", "--steps", "3", "--teacher", str(prior_teacher),
+                                                             "--work_dir", str(tmp_path / "fresh")]), store)
+    assert harness.cached("triplane-s0", harness.run_key(["--seed", "0"])) is None
+
+
+def test_train_only_trains_its_shard_of_the_missing_runs_and_scores_nothing(quick_run, prior_teacher, tmp_path):
+    work, _ = quick_run
+    store = json.loads((work / "claims.json").read_text())
+    del store["runs"]["triplane-s0"], store["runs"]["hyper-s0"]
+    results = tmp_path / "claims.json"
+    results.write_text(json.dumps(store))
+    argv = ["hypernetwork", "--quick", "--teacher", str(prior_teacher), "--work_dir", str(tmp_path / "w"), "--json", str(results),
+            "--train_only", "--shard", "1/2"]
+    paper_claims.main(argv)  # missing: triplane-s0, hyper-s0; shard 1 of 2: hyper-s0
+    assert (tmp_path / "w" / "hyper-s0" / "pipeline" / "training_summary.json").is_file()
+    assert not (tmp_path / "w" / "triplane-s0").exists()
+    assert json.loads(results.read_text()) == store
+    with pytest.raises(SystemExit):
+        paper_claims.parse_args(["stages", "--shard", "2/2"])
 
 
 def test_time_to_match_takes_the_first_snapshot_as_good_as_the_amortized_model():

@@ -304,12 +304,12 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """Non-finite floats -> None (strict JSON), tuples -> lists, numpy scalars -> Python."""
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, (np.floating, np.integer, np.bool_)):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -323,7 +323,7 @@ def write_json(result: dict, path: str | Path, extra: dict | None = None) -> Pat
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {k: v for k, v in result.items() if k != "meshes"}
     data.update(extra or {})
-    path.write_text(json.dumps(_json_safe(data), indent=2, allow_nan=False) + "\n")
+    path.write_text(json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n")
     return path
 
 
