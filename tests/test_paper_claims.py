@@ -46,6 +46,7 @@ def test_quick_harness_fills_every_row(quick_run):
     assert all(len(p["curve"]) == paper_claims.QUICK["per_prompt_steps"] for p in cost["prompts"])
     assert all(p["match_seconds"] > 0 for p in cost["prompts"])
     assert len(results["interpolation"]["pairs"][0]["labels"]) == paper_claims.QUICK["blends"]
+    assert all(p["geometry_refinement"] > 0 and p["color_refinement"] > 0 for p in results["interpolation"]["pairs"])
     assert (work / "paper_claims" / "interpolation.png").is_file()
     assert (work / "paper_claims" / "loss-hypernetwork.png").is_file()
     assert 0 < results["inference"]["batch_1_seconds"] < 60
