@@ -67,7 +67,7 @@ def save_loss_figure(runs: list[dict], path: Path, size: tuple[int, int] = (520,
                    height - margin - (height - margin - 10) * (np.log10(v) - low) / (high - low)) for s, v in curve]
         if len(points) > 1:
             draw.line(points, fill=color, width=1)
-        draw.text((margin + 6, 14 + 12 * i), name, fill=color, font=font)
+        draw.text((width - 150, 14 + 12 * i), name, fill=color, font=font)  # top right: the losses fall
     draw.text((margin, height - margin + 6), f"step 0 .. {last}", fill="black", font=font)
     draw.text((4, 10), f"{10 ** high:.3g}", fill="black", font=font)
     draw.text((4, height - margin - 10), f"{10 ** low:.3g}", fill="black", font=font)

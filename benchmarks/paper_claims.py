@@ -68,9 +68,9 @@ from atom.pipeline import AToMPipeline  # noqa: E402
 
 logger = logging.getLogger("paper_claims")
 CLAIMS = ("cost", "stages", "hypernetwork", "aware_conv", "interpolation", "inference")
-# 1,050 steps per variant (875 NeuS + 175 DMTet at shapes64.yaml's 1,500 / 1,800 split). At the recipe's
-# measured 1.0 s per NeuS step and 4.3 s per DMTet step (2 threads) a recipe-split run is ~27 min and
-# stage 2 alone ~75 min; with 400 per-prompt steps (~18 min a prompt), ~9 h in all (estimated, not run).
+# 1,050 steps per variant (875 NeuS + 175 DMTet at shapes64.yaml's 1,500 / 1,800 split). Measured on this
+# 2-core CPU, one thread per run with a second run beside it: a recipe-split run 0.83-0.88 h (NeuS ~2.1 s a
+# step, DMTet ~7.3 s); stage 2 alone is then ~2.1 h (estimated), and a 400-step per-prompt run ~23 min.
 FULL = {"config": "train/configs/shapes64.yaml", "steps": 1050, "seeds": [0, 1], "per_prompt_steps": 400,
         "per_prompt_snapshot": 50, "amortized": "pretrained/atom-shapes64", "eval_samples": 10_000,
         "blends": 9, "marching_resolution": None}
