@@ -86,6 +86,7 @@ class Harness:
     def __init__(self, args: argparse.Namespace, store: dict):
         self.args = args
         self.store = store
+        store.setdefault("runs", {})
         self.work = Path(args.work_dir)
         self.work.mkdir(parents=True, exist_ok=True)
         with open(args.config) as f:
@@ -96,6 +97,9 @@ class Harness:
         held = [r.prompt for r in HELD_OUT]
         self.held_out = held if set(self.seen) == {r.prompt for r in SEEN} else []
         self.eval_prompts = self.seen + self.held_out
+        # Read once: every run's key holds them.
+        teacher_files = sorted(Path(self.teacher).rglob("*.safetensors")) if self.teacher else []
+        self.teacher_weights = [hashlib.sha1(f.read_bytes()).hexdigest() for f in teacher_files]
 
     # ---- the runs of each claim ------------------------------------------------------------
 
@@ -147,13 +151,12 @@ class Harness:
         the teacher's weights and the scoring settings. Code changes do not count: delete a run from
         the results file to train it again."""
         argv = self.per_prompt_argv(extra) if isinstance(extra, str) else [*self.common_args(), *self.budget_args(self.args.steps), *extra]
-        teacher = sorted(Path(self.teacher).rglob("*.safetensors")) if self.teacher else []
-        weights = [hashlib.sha1(f.read_bytes()).hexdigest() for f in teacher]
-        settings = [argv, self.recipe, weights, self.eval_prompts, self.args.eval_samples, self.args.marching_resolution]
+        settings = [argv, self.recipe, self.teacher_weights, self.eval_prompts, self.args.eval_samples,
+                    self.args.marching_resolution]
         return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
     def cached(self, name: str, key: str) -> dict | None:
-        entry = self.store.setdefault("runs", {}).get(name)
+        entry = self.store["runs"].get(name)
         return entry if entry and entry["key"] == key else None
 
     def save(self) -> None:
@@ -522,7 +525,6 @@ def main(argv: list[str] | None = None) -> dict:
         return {}
     harness.figures.mkdir(parents=True, exist_ok=True)
     claims = store.setdefault("claims", {})
-    store.setdefault("runs", {})
     for claim in args.claims:
         tic = time.perf_counter()
         claims[claim] = {**getattr(harness, claim)(), "harness_seconds": time.perf_counter() - tic,
@@ -532,6 +534,7 @@ def main(argv: list[str] | None = None) -> dict:
     Path(args.markdown).write_text(claims_report.render(claims, harness.figures, Path(args.markdown).parent, store["runs"]))
     print(Path(args.markdown).read_text())
     return claims
+
 
 if __name__ == "__main__":
     main()
