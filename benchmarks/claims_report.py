@@ -22,6 +22,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "train"))
 import evaluate as evaluation  # noqa: E402
+from claims_metrics import failed  # noqa: E402
 
 from atom.render import turntable_cameras  # noqa: E402
 
@@ -104,7 +105,7 @@ def variant_means(runs: list[dict], prefix: str) -> dict:
     return {"chamfer": float(np.mean([r["mean_chamfer"] for r in mine])),
             "accuracy": float(np.mean([r["seen_accuracy"] for r in mine])),
             "held_out": None if mine[0]["held_out_accuracy"] is None else float(np.mean([r["held_out_accuracy"] for r in mine])),
-            "failed": sum(r["nonfinite_losses"] > 0 or not r["seen_accuracy"] for r in mine), "runs": len(mine)}
+            "failed": sum(failed(r) for r in mine), "runs": len(mine)}
 
 
 def compare(better: dict, worse: dict, spread: dict) -> str:
@@ -241,7 +242,7 @@ def detail(name: str, c: dict, figures: Path, report_dir: Path) -> str:
         for r in c["runs"]:
             lines.append(f"| {r['name']} | {pct(r['seen_accuracy'])} | {pct(r['held_out_accuracy'])} | {fmt(r['mean_chamfer'])} | "
                          + " | ".join(fmt(r["chamfer_per_shape"][s]) for s in shapes)
-                         + f" | {r['tori_with_hole']} | {r['pyramids']} | {'yes' if r['nonfinite_losses'] or not r['seen_accuracy'] else 'no'} | "
+                         + f" | {r['tori_with_hole']} | {r['pyramids']} | {'yes' if failed(r) else 'no'} | "
                          f"{fmt(r['late_loss_std'])} | {r['train_seconds'] / 3600:.2f} |")
         figure = save_loss_figure(c["runs"], figures / f"loss-{name}.png")
         lines += ["", f"![SDS loss per logged step]({relative(figure, report_dir)})"]
