@@ -21,8 +21,8 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "train"))
-import evaluate as evaluation  # noqa: E402
 from claims_metrics import failed  # noqa: E402
+from eval_figures import labeled_grid, render_views  # noqa: E402
 
 from atom.render import turntable_cameras  # noqa: E402
 
@@ -36,10 +36,10 @@ def save_interpolation_figure(pairs: list[dict], path: Path, resolution: int = 8
     camera = turntable_cameras(12, elevation=20.0)[1:2]
     rows, labels = [], []
     for pair in pairs:
-        views = evaluation.render_views(pair["meshes"], camera, resolution, progress=False)
+        views = render_views(pair["meshes"], camera, resolution, progress=False)
         rows.append(torch.cat(views))  # (blends, 3, H, W)
         labels.append(f"{pair['from']}\n-> {pair['to']}")
-    evaluation.labeled_grid(rows, labels, label_width=170).save(path)
+    labeled_grid(rows, labels, label_width=170).save(path)
     return path
 
 

@@ -1,5 +1,6 @@
 """train/evaluate.py (ground-truth metrics of AToM pipelines) and train/evaluate_prior.py (the
-shapes-prior acceptance check: render classifier, view matching under symmetry, CLI)."""
+shapes-prior acceptance check: its judges in train/prior_judges.py, the render classifier and view
+matching under symmetry, and the CLI)."""
 import json
 import math
 from pathlib import Path
@@ -19,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 ev = load_train_script("evaluate")
 ep = load_train_script("evaluate_prior")
+pj = load_train_script("prior_judges")
 
 RECORD_KEYS = {"prompt", "split", "pair_split", "parsed", "num_vertices", "num_faces", "empty", "genus", "generate_seconds",
                "shape", "color", "chamfer", "volume_iou", "nearest_shape", "mean_albedo", "nearest_color",
@@ -147,16 +149,16 @@ def test_overview_lays_out_the_shape_color_table_and_frames_held_out_and_wrong(t
 def test_view_matching_respects_symmetry():
     for shape in SHAPES:
         if shape not in ("cube", "pyramid"):
-            assert ep.view_tolerance(shape) is None and ep.view_matches(shape, 0.0, 90.0) is None
-    assert ep.view_tolerance("cube") == (90.0, 11.25)
-    assert ep.view_matches("cube", 95.0, 5.0)  # a quarter turn apart: the same image
-    assert ep.view_matches("pyramid", 359.0, 1.0) and ep.view_matches("pyramid", 44.0, -44.0)  # 2 degrees mod 90
-    assert not ep.view_matches("cube", 20.0, 5.0)  # 15 > 11.25
-    assert ep.view_matches("cube", 20.0, 5.0, tolerance_deg=90.0)  # 15 <= 22.5
+            assert pj.view_tolerance(shape) is None and pj.view_matches(shape, 0.0, 90.0) is None
+    assert pj.view_tolerance("cube") == (90.0, 11.25)
+    assert pj.view_matches("cube", 95.0, 5.0)  # a quarter turn apart: the same image
+    assert pj.view_matches("pyramid", 359.0, 1.0) and pj.view_matches("pyramid", 44.0, -44.0)  # 2 degrees mod 90
+    assert not pj.view_matches("cube", 20.0, 5.0)  # 15 > 11.25
+    assert pj.view_matches("cube", 20.0, 5.0, tolerance_deg=90.0)  # 15 <= 22.5
     # Why the tolerance is scaled: modulo 90, no two azimuths are more than 45 degrees apart.
     angles = torch.linspace(-180, 180, 97)
-    assert float(ep.azimuth_error(angles[:, None], angles[None, :], 90.0).max()) <= 45.0
-    assert torch.allclose(ep.azimuth_error(torch.tensor([350.0, 10.0]), torch.tensor([10.0, 190.0])),
+    assert float(pj.azimuth_error(angles[:, None], angles[None, :], 90.0).max()) <= 45.0
+    assert torch.allclose(pj.azimuth_error(torch.tensor([350.0, 10.0]), torch.tensor([10.0, 190.0])),
                           torch.tensor([20.0, 180.0], dtype=torch.float64))
 
 
@@ -167,12 +169,12 @@ def test_score_predictions_checks_views_on_cube_and_pyramid_only():
                    torch.full((5,), 3.0), torch.full((5,), 40.0))
     pred = {"shape": shape_index.clone(), "color": torch.tensor([0, 1, 2, 0, 4]),
             "azimuth": torch.tensor([80.0, 12.0, 60.0, 0.0, 0.0]), "elevation": torch.tensor([0.0, 20.0, 25.0, 0.0, 5.0])}
-    v = ep.score_predictions(pred, shape_index, color_index, cams)
+    v = pj.score_predictions(pred, shape_index, color_index, cams)
     assert v["view_checked"].tolist() == [False, True, True, True, False]
     assert v["view_correct"].tolist() == [False, True, True, False, False]  # errors 2, 0, 45 (mod 90)
     assert v["correct"].tolist() == [True, True, True, False, True]
     assert math.isnan(v["elevation_error"][0]) and v["elevation_error"][2] == 5.0
-    agg = ep.aggregate(v)
+    agg = pj.aggregate(v)
     assert agg["view_count"] == 3 and agg["view_accuracy"] == pytest.approx(2 / 3)
     assert agg["color_accuracy"] == pytest.approx(0.8) and agg["shape_accuracy"] == 1.0
 
@@ -181,9 +183,9 @@ def test_score_predictions_checks_views_on_cube_and_pyramid_only():
 def classifier(tmp_path_factory):
     """A classifier trained briefly on 16x16 GT renders (the tiny prior's size), cached in a folder."""
     out = tmp_path_factory.mktemp("prior_eval")
-    cfg = ep.ClassifierConfig(resolution=16, views_per_pair=8, val_views_per_pair=2, supersample=2,
+    cfg = pj.ClassifierConfig(resolution=16, views_per_pair=8, val_views_per_pair=2, supersample=2,
                               max_seconds=40.0, max_epochs=25, seed=0)
-    model, info = ep.load_or_train_classifier(cfg, out / "classifier", progress=False)
+    model, info = pj.load_or_train_classifier(cfg, out / "classifier", progress=False)
     return out, cfg, model, info
 
 
@@ -195,14 +197,14 @@ def test_classifier_learns_ground_truth_renders(classifier):
     # Fresh renders at new cameras (two per shape, in the colors of the held-out diagonal).
     shape_index = torch.arange(len(SHAPES)).repeat(2)
     cameras = sample_cameras(len(shape_index), generator=torch.Generator().manual_seed(99))
-    fresh = ShapeRenders(ep.render_gt(shape_index, shape_index, cameras, 16, seed=99), shape_index, shape_index, cameras)
-    scores = ep.score_renders(model, fresh)
+    fresh = ShapeRenders(pj.render_gt(shape_index, shape_index, cameras, 16, seed=99), shape_index, shape_index, cameras)
+    scores = pj.score_renders(model, fresh)
     assert scores["color_accuracy"] >= 0.85 and scores["shape_accuracy"] >= 0.5
     assert scores["view_count"] == 4  # cube and pyramid images only
-    untrained = ep.score_renders(ep.RenderClassifier(cfg.width).eval(), fresh)
+    untrained = pj.score_renders(pj.RenderClassifier(cfg.width).eval(), fresh)
     assert untrained["accuracy"] < scores["accuracy"]
     # Cached: the same settings load the same weights without training.
-    again, info_again = ep.load_or_train_classifier(cfg, out / "classifier", progress=False)
+    again, info_again = pj.load_or_train_classifier(cfg, out / "classifier", progress=False)
     assert info_again == info
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
 
@@ -233,29 +235,29 @@ def test_nearest_render_judge_recovers_pairs_and_views():
     shape_index = torch.arange(len(SHAPES)).repeat(2)
     color_index = torch.roll(shape_index, 3)
     cameras = sample_cameras(len(shape_index), generator=torch.Generator().manual_seed(7))
-    clean = ep.render_gt(shape_index, color_index, cameras, 16, seed=123).float() / 255
+    clean = pj.render_gt(shape_index, color_index, cameras, 16, seed=123).float() / 255
     grainy = (clean + 0.1 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
-    judge = ep.nearest_render_judge(cameras, shape_index, color_index, 16)
+    judge = pj.nearest_render_judge(cameras, shape_index, color_index, 16)
     for images in (clean, grainy):
         pred = judge(images)
         assert pred["shape"].tolist() == shape_index.tolist() and pred["color"].tolist() == color_index.tolist()
-        v = ep.score_predictions(pred, shape_index, color_index, cameras)
+        v = pj.score_predictions(pred, shape_index, color_index, cameras)
         # 3 of 4 (chance: 1 in 4): a cube seen nearly edge-on (azimuth 41, elevation 1) under a light
         # jittered 30 deg off the camera reads 17 deg off at 16 px; the judge lights from the camera.
         assert v["view_checked"].sum() == 4 and v["view_correct"][v["view_checked"]].sum() >= 3
     # Cube and pyramid drawn turned by 45 deg (the farthest view modulo 90): the shape is still
     # named, the view is wrong; the verdict at the requested view only is kept alongside.
     turned_shapes = torch.tensor([SHAPES.index("cube"), SHAPES.index("pyramid")]).repeat(4)
-    turned_colors = torch.arange(len(turned_shapes)) % len(ep.COLOR_NAMES)
+    turned_colors = torch.arange(len(turned_shapes)) % len(pj.COLOR_NAMES)
     cams = sample_cameras(len(turned_shapes), generator=torch.Generator().manual_seed(8))
-    turned = ep.render_gt(turned_shapes, turned_colors, cams.turned(45), 16, seed=5)
-    pred = ep.nearest_render_judge(cams, turned_shapes, turned_colors, 16)(turned)
-    v = ep.score_predictions(pred, turned_shapes, turned_colors, cams)
+    turned = pj.render_gt(turned_shapes, turned_colors, cams.turned(45), 16, seed=5)
+    pred = pj.nearest_render_judge(cams, turned_shapes, turned_colors, 16)(turned)
+    v = pj.score_predictions(pred, turned_shapes, turned_colors, cams)
     assert v["shape_correct"].all() and not v["view_correct"].any()
-    assert "shape_correct_at_view" in v and "shape_accuracy_at_requested_view" in ep.aggregate(v)
+    assert "shape_correct_at_view" in v and "shape_accuracy_at_requested_view" in pj.aggregate(v)
     # Judged against the pair it is not: shape wrong.
     swapped = torch.roll(shape_index, 1)
-    pred = ep.nearest_render_judge(cameras, swapped, color_index, 16)(clean)
+    pred = pj.nearest_render_judge(cameras, swapped, color_index, 16)(clean)
     assert (pred["shape"] != swapped).all()
 
 
