@@ -134,23 +134,21 @@ def cost_row(c: dict) -> tuple[str, str, str]:
     return numbers, verdict, why
 
 
-def run_cells(run: dict) -> str:
-    return (f"{run['name']}: seen {pct(run['seen_accuracy'])}, held-out {pct(run['held_out_accuracy'])}, "
-            f"Chamfer {fmt(run['mean_chamfer'])}")
-
-
 def spread_note(spread: dict) -> str:
     """Said beside a comparison whose baseline has fewer than two seeds: any difference counts."""
     return "" if spread["seeds"] >= 2 else f" ({spread['seeds']} seed of the baseline: no seed spread measured, any difference counts)"
 
 
+def means_cells(name: str, m: dict) -> str:
+    return (f"{name} ({m['runs']} seeds): seen {pct(m['accuracy'])}, held-out {pct(m['held_out'])}, Chamfer "
+            f"{fmt(m['chamfer'])}, failed runs {m['failed']}")
+
+
 def stages_row(c: dict, spread: dict) -> tuple[str, str, str]:
-    by_name = {r["name"]: r for r in c["runs"]}
-    two, one, second = (by_name[k] for k in ("stage 1 then 2", "stage 1 alone", "stage 2 alone"))
-    as_means = {k: {"chamfer": r["mean_chamfer"], "accuracy": r["seen_accuracy"]} for k, r in by_name.items()}
-    vs_one = compare(as_means["stage 1 then 2"], as_means["stage 1 alone"], spread)
-    vs_two = compare(as_means["stage 1 then 2"], as_means["stage 2 alone"], spread)
-    numbers = "; ".join(run_cells(r) for r in (one, second, two))
+    both, one, two = (variant_means(c["runs"], prefix) for prefix in ("triplane", "stage1-only", "stage2-only"))
+    vs_one, vs_two = compare(both, one, spread), compare(both, two, spread)
+    numbers = "; ".join(means_cells(name, m) for name, m in (("stage 1 alone", one), ("stage 2 alone", two),
+                                                              ("stage 1 then 2", both)))
     verdict = ("holds" if vs_one == vs_two == "better" else
                "holds partly" if "better" in (vs_one, vs_two) else "does not hold at this scale")
     return numbers, verdict, f"stage 1 then 2 is {vs_one} than stage 1 alone and {vs_two} than stage 2 alone{spread_note(spread)}"
@@ -159,9 +157,7 @@ def stages_row(c: dict, spread: dict) -> tuple[str, str, str]:
 def ablation_row(c: dict, spread: dict, baseline: str, variant: str, label: str) -> tuple[str, str, str]:
     base, other = variant_means(c["runs"], baseline), variant_means(c["runs"], variant)
     verdict_word = compare(base, other, spread)
-    numbers = "; ".join(
-        f"{name} ({m['runs']} seeds): seen {pct(m['accuracy'])}, held-out {pct(m['held_out'])}, Chamfer "
-        f"{fmt(m['chamfer'])}, failed runs {m['failed']}" for name, m in ((baseline, base), (variant, other)))
+    numbers = "; ".join(means_cells(name, m) for name, m in ((baseline, base), (variant, other)))
     verdict = {"better": "holds", "mixed": "holds partly"}.get(verdict_word, "does not hold at this scale")
     why = f"the triplane network is {verdict_word} than {label}"
     if verdict_word == "same":

@@ -14,7 +14,7 @@ Claims (../shared/PAPER_NOTES.md) and what each trains, all with `train/train_at
   `--per_prompt_steps`; each prompt's cost is the training time of its first snapshot as good as
   the amortized model (`--amortized`) on that prompt (right shape and color if it has them, and a
   Chamfer distance no larger), or the budget. Amortized: its training time over its prompts.
-- stages: stage 1 alone, stage 2 alone (DMTet from the sphere start), stage 1 then 2.
+- stages: stage 1 alone, stage 2 alone (DMTet from the sphere start), stage 1 then 2, `--seeds` each.
 - hypernetwork: the triplane network against an ATT3D-style hypernetwork of about its size
   (`<preset>-hyper`), `--seeds` each; stability from the training logs.
 - aware_conv: the text-to-triplane network with and without 3D-aware convolution, `--seeds` each.
@@ -110,7 +110,7 @@ class Harness:
         preset = self.recipe.get("model_preset", "shapes")
         first = seeds("triplane", [])[:1]
         return {
-            "stages": first + [("stage1-only", ["--stage", "1"]), ("stage2-only", ["--stage", "2"])],
+            "stages": seeds("triplane", []) + seeds("stage1-only", ["--stage", "1"]) + seeds("stage2-only", ["--stage", "2"]),
             "hypernetwork": seeds("triplane", []) + seeds("hyper", ["--model_preset", f"{preset}-hyper"]),
             "aware_conv": seeds("triplane", []) + seeds("no-aware", ["--model_overrides", "{aware_conv: false}"]),
             "cost": [(per_prompt_name(p), p) for p in per_prompt_subset(self.seen)] + ([] if self.args.amortized else first),
@@ -245,14 +245,13 @@ class Harness:
     # ---- the claims ------------------------------------------------------------------------
 
     def stages(self) -> dict:
-        (first, first_extra), one, two = self.planned_runs("stages")
-        base = self.run(first, first_extra)
-        runs = [{**self.run(*one), "name": "stage 1 alone"}, {**self.run(*two), "name": "stage 2 alone"},
-                {**base, "name": "stage 1 then 2"}]
-        switch = self.store["runs"].get(f"{first}/pipeline-stage1")
-        if switch and switch["key"] == base["key"]:
-            runs.append({**switch, "name": "stage 1 of the same run (at the switch)"})
-        return {"runs": runs, "steps": self.args.steps}
+        runs, switches = [], []
+        for name, extra in self.planned_runs("stages"):
+            runs.append(self.run(name, extra))
+            switch = self.store["runs"].get(f"{name}/pipeline-stage1")
+            if name.startswith("triplane") and switch and switch["key"] == runs[-1]["key"]:
+                switches.append({**switch, "name": f"stage 1 of the same run ({name}, at the switch)"})
+        return {"runs": runs + switches, "steps": self.args.steps}
 
     def hypernetwork(self) -> dict:
         preset = self.recipe.get("model_preset", "shapes")

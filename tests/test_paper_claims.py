@@ -31,10 +31,10 @@ def test_quick_harness_fills_every_row(quick_run):
     assert all(any(v in line for v in ("**holds**", "**holds partly**", "**does not hold at this scale**")) for line in table)
     assert "not run yet" not in report
     # Every variant trained at the same budget, the stage-2-alone run only in stage 2, the hypernetwork as its preset.
-    for name in ("triplane-s0", "stage1-only", "stage2-only", "hyper-s0", "no-aware-s0"):
+    for name in ("triplane-s0", "stage1-only-s0", "stage2-only-s0", "hyper-s0", "no-aware-s0"):
         summary = json.loads((work / name / "pipeline" / "training_summary.json").read_text())
         assert summary["steps"] == paper_claims.QUICK["steps"], name
-    assert json.loads((work / "stage2-only" / "pipeline" / "training_summary.json").read_text())["stage_seconds"]["1"] == 0
+    assert json.loads((work / "stage2-only-s0" / "pipeline" / "training_summary.json").read_text())["stage_seconds"]["1"] == 0
     index = json.loads((work / "hyper-s0" / "pipeline" / "model_index.json").read_text())
     assert index["text_to_triplane"][0] == "atom.models.hyper_field"
     config = json.loads((work / "no-aware-s0" / "pipeline" / "text_to_triplane" / "config.json").read_text())
