@@ -10,10 +10,10 @@ Claims (../shared/PAPER_NOTES.md) and what each trains, all with `train/train_at
 `train/evaluate.py` on the seen and held-out prompts:
 
 - cost: per-prompt runs (`train/train_per_prompt.py`, same generator, teacher, SDS and stages) on
-  one seen prompt per shape, with a snapshot every `--per_prompt_snapshot` steps up to
-  `--per_prompt_steps`; each prompt's cost is the training time of its first snapshot as good as
-  the amortized model (`--amortized`) on that prompt (right shape and color if it has them, and a
-  Chamfer distance no larger), or the budget. Amortized: its training time over its prompts.
+  one seen prompt per shape, with a snapshot every `--per_prompt_snapshot` steps, each run until
+  its first snapshot as good as the amortized model (`--amortized`) on that prompt (right shape
+  and color if it has them, and a Chamfer distance no larger) or `--per_prompt_steps`; that
+  snapshot's training time is the prompt's cost. Amortized: its training time over its prompts.
 - stages: stage 1 alone, stage 2 alone (DMTet from the sphere start), stage 1 then 2, `--seeds` each.
 - hypernetwork: the triplane network against an ATT3D-style hypernetwork of about its size
   (`<preset>-hyper`), `--seeds` each; stability from the training logs.
@@ -40,6 +40,7 @@ import argparse
 import hashlib
 import json
 import logging
+import shutil
 import statistics
 import sys
 import time
@@ -126,9 +127,11 @@ class Harness:
         todo = [name for name in planned if not self.cached(name, self.run_key(planned[name]))]
         index, count = self.args.shard
         mine = todo[index::count]
+        references = None
         for name in mine:
             if isinstance(planned[name], str):
-                self.train_per_prompt(planned[name])
+                references = references or self.references()
+                self.train_per_prompt(planned[name], references[planned[name]])
             else:
                 self.train(name, planned[name])
         return mine
@@ -215,31 +218,48 @@ class Harness:
                 "--resume", "true", "--evaluate", "false", "--snapshot_steps", str(self.args.per_prompt_snapshot),
                 "--validation_steps", "1000000000", *teacher]
 
-    def train_per_prompt(self, prompt: str) -> Path:
-        """train/train_per_prompt.py on one prompt into work_dir/per-prompt (resumed); returns its
-        snapshot folder."""
+    def references(self) -> dict[str, dict]:
+        """What each per-prompt run must match: the amortized model's correct / Chamfer on its prompt."""
+        records = self.score(self.amortized_folder(), per_prompt_subset(self.seen))["records"]
+        return {r["prompt"]: {k: r[k] for k in ("correct", "chamfer")} for r in records}
+
+    def train_per_prompt(self, prompt: str, reference: dict) -> Path:
+        """train/train_per_prompt.py on one prompt into work_dir/per-prompt (resumed) until a snapshot
+        is as good as `reference` (`time_to_match`) or the budget ends; returns its snapshot folder."""
         out = self.work / "per-prompt"
         prompts_file = out / f"{slugify(prompt)}.json"
         out.mkdir(parents=True, exist_ok=True)
         prompts_file.write_text(json.dumps([prompt]))
         argv = self.per_prompt_argv(prompt)
         argv[argv.index("--prompt"):argv.index("--prompt") + 2] = ["--prompts", str(prompts_file), "--output_dir", str(out)]
-        train_per_prompt.main(argv)
+
+        def matched(prompt: str, step: int, snapshot: Path) -> bool:
+            return time_to_match([self.snapshot_point(prompt, snapshot)], reference)["matched"]
+
+        train_per_prompt.main(argv, on_snapshot=matched)
         return out / slugify(prompt) / "snapshots"
 
-    def per_prompt_curve(self, prompt: str) -> list[dict]:
-        """Correct / Chamfer / training seconds at each snapshot of the per-prompt run (kept in the
-        results file as `per-prompt/<prompt>`)."""
+    def snapshot_point(self, prompt: str, snapshot: Path) -> dict:
+        """Steps, training seconds, correct and Chamfer of a per-prompt snapshot on its prompt."""
+        record = self.score(snapshot, [prompt])["records"][0]
+        seconds = json.loads((snapshot / SUMMARY_FILE).read_text())["wall_seconds"]
+        return {"steps": int(snapshot.name.split("-")[1]), "seconds": seconds, "correct": record["correct"],
+                "chamfer": record["chamfer"]}
+
+    def per_prompt_curve(self, prompt: str, reference: dict) -> list[dict]:
+        """The scored snapshots of the per-prompt run of `prompt`, up to the first as good as
+        `reference` or the budget (kept in the results file as `per-prompt/<prompt>`). A kept curve
+        serves while it reaches the budget or a snapshot as good as `reference`; else it is run again."""
         name, key = per_prompt_name(prompt), self.run_key(prompt)
-        if not self.cached(name, key):
-            curve = []
-            for snapshot in sorted(self.train_per_prompt(prompt).iterdir()):
-                record = self.score(snapshot, [prompt])["records"][0]
-                seconds = json.loads((snapshot / SUMMARY_FILE).read_text())["wall_seconds"]
-                curve.append({"steps": int(snapshot.name.split("-")[1]), "seconds": seconds,
-                              "correct": record["correct"], "chamfer": record["chamfer"]})
-            self.store["runs"][name] = {"key": key, "curve": curve}
-            self.save()
+        entry = self.cached(name, key)
+        if entry and (entry["curve"][-1]["steps"] >= self.args.per_prompt_steps
+                      or time_to_match(entry["curve"], reference)["matched"]):
+            return entry["curve"]
+        if entry:  # stopped at a reference this one beats: the kept run ends too soon
+            shutil.rmtree(self.work / "per-prompt" / slugify(prompt), ignore_errors=True)
+        snapshots = self.train_per_prompt(prompt, reference)
+        self.store["runs"][name] = {"key": key, "curve": [self.snapshot_point(prompt, s) for s in sorted(snapshots.iterdir())]}
+        self.save()
         return self.store["runs"][name]["curve"]
 
     # ---- the claims ------------------------------------------------------------------------
@@ -265,13 +285,10 @@ class Harness:
         amortized = self.amortized_folder()
         summary = json.loads((amortized / SUMMARY_FILE).read_text())
         amortized_seconds = sum(stage_seconds_total(summary).values())
-        subset = per_prompt_subset(self.seen)
-        reference = {r["prompt"]: r for r in self.score(amortized, subset)["records"]}
         prompts = []
-        for prompt in subset:
-            curve = self.per_prompt_curve(prompt)
-            prompts.append({"prompt": prompt, "amortized": {k: reference[prompt][k] for k in ("correct", "chamfer")},
-                            "curve": curve, **time_to_match(curve, reference[prompt])})
+        for prompt, reference in self.references().items():
+            curve = self.per_prompt_curve(prompt, reference)
+            prompts.append({"prompt": prompt, "amortized": reference, "curve": curve, **time_to_match(curve, reference)})
         inference = self.inference()["batch_1_seconds"]
         return {"amortized": str(amortized), "amortized_seconds": amortized_seconds,
                 "amortized_prompts": summary.get("prompts"), "prompts": prompts, "held_out": len(self.held_out),

@@ -44,7 +44,9 @@ def test_quick_harness_fills_every_row(quick_run):
     # Per-prompt: one run per shape of the tiny recipe, a snapshot per step, each prompt timed.
     cost = results["cost"]
     assert [p["prompt"] for p in cost["prompts"]] == ["a red cube", "a blue sphere", "a green cone"]
-    assert all(len(p["curve"]) == paper_claims.QUICK["per_prompt_steps"] for p in cost["prompts"])
+    # Each run ends at its first snapshot as good as the amortized model, or at the budget.
+    assert all(len(p["curve"]) == (p["match_steps"] if p["matched"] else paper_claims.QUICK["per_prompt_steps"])
+               for p in cost["prompts"])
     assert all(p["match_seconds"] > 0 for p in cost["prompts"])
     assert len(results["interpolation"]["pairs"][0]["labels"]) == paper_claims.QUICK["blends"]
     assert all(p["geometry_refinement"] > 0 and p["color_refinement"] > 0 for p in results["interpolation"]["pairs"])
@@ -121,3 +123,17 @@ def test_path_smoothness_sees_a_jump():
     result = claims_metrics.path_smoothness(jumpy, samples=2000)
     assert result["geometry_jump"] > 3 and result["color_jump"] > 3
     assert "cube" in result["labels"][3]
+
+
+def test_a_per_prompt_run_stops_at_its_first_snapshot_as_good_as_the_reference(prior_teacher, tmp_path):
+    args = paper_claims.parse_args(["cost", "--quick", "--teacher", str(prior_teacher), "--work_dir", str(tmp_path),
+                                    "--per_prompt_steps", "3"])
+    harness = paper_claims.Harness(args, {})
+    easy = harness.per_prompt_curve("a red cube", {"correct": False, "chamfer": 1.0})  # any mesh is as good
+    assert [p["steps"] for p in easy] == [1]
+    summary = json.loads((tmp_path / "per-prompt" / "a_red_cube" / "pipeline" / "training_summary.json").read_text())
+    assert summary["steps"] == 1  # the final model is the one at the stop
+    assert harness.per_prompt_curve("a red cube", {"correct": False, "chamfer": 1.0}) == easy  # kept, not run again
+    # A reference that the kept curve does not reach: the run is made again, to the budget.
+    hard = harness.per_prompt_curve("a red cube", {"correct": True, "chamfer": 0.0})
+    assert [p["steps"] for p in hard] == [1, 2, 3] and hard[0]["chamfer"] == easy[0]["chamfer"]

@@ -28,6 +28,7 @@ import random
 import shlex
 import sys
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -301,7 +302,11 @@ def teacher_prompts_for(prompts: list[str], cameras, view_prompts: bool) -> list
     return [f"{p}, {view_word(float(e), float(a))}" for p, e, a in zip(prompts, cameras.elevation, cameras.azimuth)]
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, on_snapshot: Callable[[int, Path], bool] | None = None) -> None:
+    """Trains as `argv` (or the command line) says. `on_snapshot(step, folder)` is called after each
+    snapshot (`snapshot_steps`) is saved; when it returns True, training ends there and the model
+    is saved as the final one (a run until it is good enough: the per-prompt cost comparison).
+    Single process only."""
     cfg, args = load_config(AtomConfig, argv, description=__doc__)
     argv_of_run = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -314,6 +319,8 @@ def main(argv: list[str] | None = None) -> None:
         # Stage 1 leaves the deformation net unused, stage 2 the NeuS sharpness.
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
+    if on_snapshot is not None and accelerator.num_processes > 1:
+        raise ValueError("on_snapshot stops a single-process run; this one has several processes")
     set_seed(cfg.seed)
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -398,15 +405,20 @@ def main(argv: list[str] | None = None) -> None:
             # Stage 1 alone, from the same run as the final model: the two-stage ablation's baseline.
             save_model(pipe, out_dir / "pipeline-stage1", cfg, argv_of_run, prompts, step, clock.seconds, stage_seconds,
                        accelerator)
+        stop = False
         if accelerator.is_main_process and cfg.snapshot_steps > 0 and step % cfg.snapshot_steps == 0:
-            save_model(pipe, out_dir / "snapshots" / f"step-{step:06d}", cfg, argv_of_run, prompts, step, clock.seconds,
-                       stage_seconds, accelerator, card=False)
+            snapshot = out_dir / "snapshots" / f"step-{step:06d}"
+            save_model(pipe, snapshot, cfg, argv_of_run, prompts, step, clock.seconds, stage_seconds, accelerator, card=False)
+            stop = on_snapshot is not None and on_snapshot(step, snapshot)
         if step % cfg.validation_steps == 0 and accelerator.is_main_process:
             save_validation(pipe, validation_prompts, out_dir / "validation" / f"step-{step:06d}", stage,
                             unwrapped.neus, cfg, accelerator)
-        if step % cfg.checkpointing_steps == 0 or step == cfg.max_train_steps:
+        if step % cfg.checkpointing_steps == 0 or step == cfg.max_train_steps or stop:
             save_checkpoint(accelerator, out_dir, step, cfg.checkpoints_total_limit,
                             {"wall_seconds": clock.seconds, "stage_seconds": stage_seconds})
+        if stop:
+            logger.info("stopped at step %d: on_snapshot was satisfied", step)
+            break
     progress.close()
 
     if accelerator.is_main_process:

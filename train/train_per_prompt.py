@@ -20,6 +20,8 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import yaml
@@ -73,7 +75,10 @@ def run_argv(args: argparse.Namespace, cfg: dict, prompt: str, run_dir: Path, pa
     return argv + passthrough
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None, on_snapshot: Callable[[str, int, Path], bool] | None = None) -> dict:
+    """Runs every prompt (see the module docstring). `on_snapshot(prompt, step, folder)`, called
+    after each of a prompt's snapshots (`--snapshot_steps`), ends that prompt's run when it
+    returns True: a run until it is as good as a reference."""
     args, passthrough = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     with open(args.config) as f:
@@ -90,13 +95,14 @@ def main(argv: list[str] | None = None) -> dict:
             logger.info("[%d/%d] %s: done already, skipped", i + 1, len(prompts), prompt)
         else:
             logger.info("[%d/%d] %s", i + 1, len(prompts), prompt)
-            train_atom.main(run_argv(args, cfg, prompt, run_dir, passthrough))
+            stop = None if on_snapshot is None else partial(on_snapshot, prompt)
+            train_atom.main(run_argv(args, cfg, prompt, run_dir, passthrough), on_snapshot=stop)
         runs.append({"prompt": prompt, "pipeline": str(run_dir / "pipeline"), **json.loads(summary_file.read_text())})
 
     total = sum(r["wall_seconds"] for r in runs)
     result = {
         "prompts": len(runs),
-        "steps_per_prompt": runs[0]["steps"],
+        "steps_per_prompt": max(r["steps"] for r in runs),  # a run that on_snapshot stopped has fewer
         "total_wall_seconds": round(total, 1),
         "mean_wall_seconds_per_prompt": round(total / len(runs), 1),
         "runs": runs,
