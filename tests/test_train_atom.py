@@ -490,3 +490,10 @@ def test_each_step_words_its_prompts_from_the_caption_distribution(prior_teacher
     plain = train_atom.AtomConfig()
     assert train_atom.all_captions(TINY_PROMPTS + ["a teapot"], plain) == TINY_PROMPTS + ["a teapot"]
     assert train_atom.caption_for("a teapot", random.Random(0), cfg) == "a teapot"
+
+
+def test_wall_clock_keeps_earlier_seconds_and_skips_paused_time():
+    clock = common.WallClock(earlier_seconds=100.0)
+    with clock.paused():
+        time.sleep(0.3)
+    assert 100.0 <= clock.seconds < 100.2  # the 0.3 s inside `paused` do not count

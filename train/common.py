@@ -12,6 +12,7 @@ import shutil
 import time
 import types
 import typing
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -178,6 +179,15 @@ class WallClock:
     @property
     def seconds(self) -> float:
         return self.earlier + time.perf_counter() - self.start
+
+    @contextmanager
+    def paused(self):
+        """Time spent inside does not count: work beside training, such as scoring a snapshot."""
+        tic = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.start += time.perf_counter() - tic
 
 
 def resume_training(accelerator, output_dir: str | os.PathLike, resume: str | None) -> tuple[Path | None, dict]:

@@ -409,7 +409,9 @@ def main(argv: list[str] | None = None, on_snapshot: Callable[[int, Path], bool]
         if accelerator.is_main_process and cfg.snapshot_steps > 0 and step % cfg.snapshot_steps == 0:
             snapshot = out_dir / "snapshots" / f"step-{step:06d}"
             save_model(pipe, snapshot, cfg, argv_of_run, prompts, step, clock.seconds, stage_seconds, accelerator, card=False)
-            stop = on_snapshot is not None and on_snapshot(step, snapshot)
+            if on_snapshot is not None:
+                with clock.paused():  # the hook's work (scoring the snapshot) is not training time
+                    stop = on_snapshot(step, snapshot)
         if step % cfg.validation_steps == 0 and accelerator.is_main_process:
             save_validation(pipe, validation_prompts, out_dir / "validation" / f"step-{step:06d}", stage,
                             unwrapped.neus, cfg, accelerator)
