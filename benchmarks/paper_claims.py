@@ -14,7 +14,8 @@ Claims (../shared/PAPER_NOTES.md) and what each trains, all with `train/train_at
   its first snapshot as good as the amortized model (`--amortized`) on that prompt (right shape
   and color if it has them, and a Chamfer distance no larger) or `--per_prompt_steps`; that
   snapshot's training time is the prompt's cost. Amortized: its training time over its prompts.
-- stages: stage 1 alone, stage 2 alone (DMTet from the sphere start), stage 1 then 2, `--seeds` each.
+- stages: stage 1 alone, stage 2 alone (DMTet from the sphere start), stage 1 then 2 (`--seeds`);
+  a second seed of either alone when its first is within the baseline's seed spread.
 - hypernetwork: the triplane network against an ATT3D-style hypernetwork of about its size
   (`<preset>-hyper`), `--seeds` each; stability from the training logs.
 - aware_conv: the text-to-triplane network with and without 3D-aware convolution, `--seeds` each.
@@ -111,13 +112,27 @@ class Harness:
         preset = self.recipe.get("model_preset", "shapes")
         first = seeds("triplane", [])[:1]
         return {
-            "stages": seeds("triplane", []) + seeds("stage1-only", ["--stage", "1"]) + seeds("stage2-only", ["--stage", "2"]),
+            "stages": (seeds("triplane", []) + self.seeds_needed(seeds("stage1-only", ["--stage", "1"]))
+                       + self.seeds_needed(seeds("stage2-only", ["--stage", "2"]))),
             "hypernetwork": seeds("triplane", []) + seeds("hyper", ["--model_preset", f"{preset}-hyper"]),
             "aware_conv": seeds("triplane", []) + seeds("no-aware", ["--model_overrides", "{aware_conv: false}"]),
             "cost": [(per_prompt_name(p), p) for p in per_prompt_subset(self.seen)] + ([] if self.args.amortized else first),
             "interpolation": [] if self.args.amortized else first,
             "inference": [] if self.args.amortized else first,
         }[claim]
+
+    def seeds_needed(self, runs: list[tuple[str, list[str]]]) -> list[tuple[str, list[str]]]:
+        """A variant's seeds (`runs`): the first, and the others once the first is scored and does
+        not differ from the triplane baseline by more than the baseline's seed spread (the
+        acceptance: two seeds where a difference is within the seed-to-seed spread)."""
+        first = self.cached(runs[0][0], self.run_key(runs[0][1]))
+        base = [self.cached(f"triplane-s{seed}", self.run_key(["--seed", str(seed)])) for seed in self.args.seeds]
+        if first is None or None in base or len(base) < 2:
+            return runs if first else runs[:1]
+        prefix = runs[0][0].rsplit("-s", 1)[0]
+        verdict = claims_report.compare(claims_report.variant_means(base, "triplane"),
+                                        claims_report.variant_means([first], prefix), claims_report.seed_spread(base))
+        return runs[:1] if verdict in ("better", "worse") else runs
 
     def train_only(self, claims: list[str]) -> list[str]:
         """Trains (or resumes) the runs of `claims` in shard K of N (`--shard K/N`: every Nth run not in
@@ -265,13 +280,16 @@ class Harness:
     # ---- the claims ------------------------------------------------------------------------
 
     def stages(self) -> dict:
-        runs, switches = [], []
-        for name, extra in self.planned_runs("stages"):
-            runs.append(self.run(name, extra))
+        runs = {}
+        while todo := [r for r in self.planned_runs("stages") if r[0] not in runs]:  # a scored run may call for its second seed
+            for name, extra in todo:
+                runs[name] = self.run(name, extra)
+        switches = []
+        for name, run in runs.items():
             switch = self.store["runs"].get(f"{name}/pipeline-stage1")
-            if name.startswith("triplane") and switch and switch["key"] == runs[-1]["key"]:
+            if name.startswith("triplane") and switch and switch["key"] == run["key"]:
                 switches.append({**switch, "name": f"stage 1 of the same run ({name}, at the switch)"})
-        return {"runs": runs + switches, "steps": self.args.steps}
+        return {"runs": [*runs.values(), *switches], "steps": self.args.steps}
 
     def hypernetwork(self) -> dict:
         preset = self.recipe.get("model_preset", "shapes")

@@ -137,3 +137,23 @@ def test_a_per_prompt_run_stops_at_its_first_snapshot_as_good_as_the_reference(p
     # A reference that the kept curve does not reach: the run is made again, to the budget.
     hard = harness.per_prompt_curve("a red cube", {"correct": True, "chamfer": 0.0})
     assert [p["steps"] for p in hard] == [1, 2, 3] and hard[0]["chamfer"] == easy[0]["chamfer"]
+
+
+def test_stages_run_a_second_seed_only_where_the_first_is_within_the_seed_spread(prior_teacher, tmp_path):
+    args = paper_claims.parse_args(["stages", "--quick", "--seeds", "0", "1", "--teacher", str(prior_teacher),
+                                    "--work_dir", str(tmp_path)])
+    harness = paper_claims.Harness(args, {})
+
+    def scored(name, extra, chamfer, accuracy):
+        harness.store["runs"][name] = {"key": harness.run_key(extra), "name": name, "mean_chamfer": chamfer,
+                                       "seen_accuracy": accuracy, "held_out_accuracy": accuracy, "nonfinite_losses": 0}
+
+    def planned():
+        return [name for name, _ in harness.planned_runs("stages")]
+
+    scored("triplane-s0", ["--seed", "0"], 0.030, 1.0)
+    scored("triplane-s1", ["--seed", "1"], 0.033, 0.95)  # seed spread: Chamfer 0.003, accuracy 5 %
+    assert planned() == ["triplane-s0", "triplane-s1", "stage1-only-s0", "stage2-only-s0"]
+    scored("stage1-only-s0", ["--stage", "1", "--seed", "0"], 0.032, 0.97)  # within the spread: a second seed
+    scored("stage2-only-s0", ["--stage", "2", "--seed", "0"], 0.5, 0.0)  # far worse: one seed says it
+    assert planned() == ["triplane-s0", "triplane-s1", "stage1-only-s0", "stage1-only-s1", "stage2-only-s0"]
