@@ -112,8 +112,9 @@ def compare(better: dict, worse: dict, spread: dict) -> str:
     """'better', 'worse' or 'same' for `better` against `worse`, beyond the seed spread."""
     d_chamfer = worse["chamfer"] - better["chamfer"]
     d_accuracy = better["accuracy"] - worse["accuracy"]
-    wins = (d_chamfer > spread["chamfer"]) + (d_accuracy > spread["accuracy"])
-    losses = (-d_chamfer > spread["chamfer"]) + (-d_accuracy > spread["accuracy"])
+    tie = 1e-9  # accuracies are fractions of prompts: a difference equal to the spread must not win by rounding
+    wins = (d_chamfer > spread["chamfer"] + tie) + (d_accuracy > spread["accuracy"] + tie)
+    losses = (-d_chamfer > spread["chamfer"] + tie) + (-d_accuracy > spread["accuracy"] + tie)
     return "better" if wins and not losses else "worse" if losses and not wins else "same" if not wins else "mixed"
 
 
