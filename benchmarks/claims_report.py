@@ -12,6 +12,7 @@ Verdicts follow fixed rules, stated in the report, so that they come from the nu
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -248,7 +249,10 @@ def detail(name: str, c: dict, figures: Path, report_dir: Path) -> str:
                          + " | ".join(fmt(r["chamfer_per_shape"][s]) for s in shapes)
                          + f" | {r['tori_with_hole']} | {r['pyramids']} | {'yes' if failed(r) else 'no'} | "
                          f"{fmt(r['late_loss_std'])} | {r['train_seconds'] / 3600:.2f} |")
-        figure = save_loss_figure(c["runs"], figures / f"loss-{name}.png")
+        # A run's stage-1 model at the switch shares that run's curve: drawn once.
+        distinct = list({json.dumps(r["loss_curve"]): r for r in c["runs"][::-1]}.values())
+        distinct.sort(key=c["runs"].index)
+        figure = save_loss_figure(distinct, figures / f"loss-{name}.png")
         lines += ["", f"![SDS loss per logged step]({relative(figure, report_dir)})"]
         if "parameters" in c:
             lines += ["", "Parameters: " + ", ".join(f"{k} {v:,}" for k, v in c["parameters"].items())]
