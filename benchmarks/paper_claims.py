@@ -70,8 +70,9 @@ from atom.pipeline import AToMPipeline  # noqa: E402
 logger = logging.getLogger("paper_claims")
 CLAIMS = ("cost", "stages", "hypernetwork", "aware_conv", "interpolation", "inference")
 # 1,050 steps per variant (875 NeuS + 175 DMTet at shapes64.yaml's 1,500 / 1,800 split). Measured on this
-# 2-core CPU, one thread per run with a second run beside it: a recipe-split run 0.83-0.88 h (NeuS ~2.1 s a
-# step, DMTet ~7.3 s); stage 2 alone is then ~2.1 h (estimated), and a 400-step per-prompt run ~23 min.
+# 2-core CPU, one thread per run with a second run beside it: a recipe-split run 0.83-0.91 h (NeuS 2.1-3.3 s a
+# step, DMTet ~7.3 s); stage 2 alone 1.96 h (4.4-5.5 s a DMTet step on 2 threads alone, ~9.5 s beside another
+# run); a per-prompt run ~4 s a step, stopped at its first snapshot as good as the amortized model.
 FULL = {"config": "train/configs/shapes64.yaml", "steps": 1050, "seeds": [0, 1], "per_prompt_steps": 400,
         "per_prompt_snapshot": 50, "amortized": "pretrained/atom-shapes64", "eval_samples": 10_000,
         "blends": 9, "marching_resolution": None}
