@@ -113,8 +113,8 @@ class Harness:
         preset = self.recipe.get("model_preset", "shapes")
         first = seeds("triplane", [])[:1]
         return {
-            "stages": (seeds("triplane", []) + self.seeds_needed(seeds("stage1-only", ["--stage", "1"]))
-                       + self.seeds_needed(seeds("stage2-only", ["--stage", "2"]))),
+            "stages": (seeds("triplane", []) + self.seeds_needed(seeds("stage1-only", ["--stage", "1"]), seeds("triplane", []))
+                       + self.seeds_needed(seeds("stage2-only", ["--stage", "2"]), seeds("triplane", []))),
             "hypernetwork": seeds("triplane", []) + seeds("hyper", ["--model_preset", f"{preset}-hyper"]),
             "aware_conv": seeds("triplane", []) + seeds("no-aware", ["--model_overrides", "{aware_conv: false}"]),
             "cost": [(per_prompt_name(p), p) for p in per_prompt_subset(self.seen)] + ([] if self.args.amortized else first),
@@ -122,12 +122,12 @@ class Harness:
             "inference": [] if self.args.amortized else first,
         }[claim]
 
-    def seeds_needed(self, runs: list[tuple[str, list[str]]]) -> list[tuple[str, list[str]]]:
+    def seeds_needed(self, runs: list[tuple[str, list[str]]], baseline: list[tuple[str, list[str]]]) -> list[tuple[str, list[str]]]:
         """A variant's seeds (`runs`): the first, and the others once the first is scored and does
-        not differ from the triplane baseline by more than the baseline's seed spread (the
+        not differ from the triplane `baseline` runs by more than their seed spread (the
         acceptance: two seeds where a difference is within the seed-to-seed spread)."""
         first = self.cached(runs[0][0], self.run_key(runs[0][1]))
-        base = [self.cached(f"triplane-s{seed}", self.run_key(["--seed", str(seed)])) for seed in self.args.seeds]
+        base = [self.cached(name, self.run_key(extra)) for name, extra in baseline]
         if first is None or None in base or len(base) < 2:
             return runs if first else runs[:1]
         prefix = runs[0][0].rsplit("-s", 1)[0]
