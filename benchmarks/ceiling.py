@@ -3,6 +3,7 @@
     python benchmarks/ceiling.py --json runs/ceiling-recipe.json            # the recipe's resolutions
     python benchmarks/ceiling.py --scale up --json runs/ceiling-up.json     # tet grid 64, raster 128
     python benchmarks/ceiling.py --quick                                    # a tiny run (the tests)
+    python benchmarks/ceiling.py --shapes torus --skip_stage2_alone         # one prompt, not amortized
 
 The generator (text -> triplane -> SDF / deformation / color, the `shapes` preset with MiniLM) is
 fitted, amortized over 8 prompts (one per shape; one color each, seen pairs) as training is, to
@@ -76,12 +77,13 @@ def true_renders(pairs: list[tuple[str, str]], cameras, light, resolution: int, 
     return torch.cat(images)
 
 
-def fit(pipe: AToMPipeline, cfg, stages: list[tuple[int, int]], seed: int, on_stage_end, progress: bool = True) -> list:
-    """Trains `pipe` in place through `stages` [(stage, steps), ...] with one optimizer, as
-    train_atom.py does; calls `on_stage_end(stage_index)` after each. Returns the loss curve."""
+def fit(pipe: AToMPipeline, cfg, stages: list[tuple[int, int]], seed: int, on_stage_end, progress: bool = True,
+        pairs: list[tuple[str, str]] = PAIRS) -> list:
+    """Trains `pipe` in place on `pairs` through `stages` [(stage, steps), ...] with one optimizer,
+    as train_atom.py does; calls `on_stage_end(stage_index)` after each. Returns the loss curve."""
     model = train_atom.AToMModel(pipe, cfg)
     optimizer = train_atom.build_optimizer(model, cfg)
-    embeds, mask = pipe.encode_prompt([prompt_for(s, c) for s, c in PAIRS])
+    embeds, mask = pipe.encode_prompt([prompt_for(s, c) for s, c in pairs])
     total = sum(steps for _, steps in stages)
     cfg.max_train_steps = total  # the learning-rate schedule spans the whole run
     curve, step = [], 0
@@ -90,8 +92,8 @@ def fit(pipe: AToMPipeline, cfg, stages: list[tuple[int, int]], seed: int, on_st
         for _ in range(steps):
             gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
             rng = random.Random(gen.initial_seed())
-            pick = [rng.randrange(len(PAIRS)) for _ in range(cfg.prompts_per_step)]
-            views = [PAIRS[i] for i in pick for _ in range(cfg.views_per_prompt)]
+            pick = [rng.randrange(len(pairs)) for _ in range(cfg.prompts_per_step)]
+            views = [pairs[i] for i in pick for _ in range(cfg.views_per_prompt)]
             cameras = sample_cameras(len(views), elevation_range=train_atom.elevation_range_of(stage, cfg),
                                      distance_range=tuple(cfg.distance_range), fovy_range=tuple(cfg.fovy_range), generator=gen)
             light = sample_light_directions(cameras, cfg.light_jitter_deg, generator=gen)
@@ -113,9 +115,9 @@ def fit(pipe: AToMPipeline, cfg, stages: list[tuple[int, int]], seed: int, on_st
     return curve
 
 
-def score(pipe: AToMPipeline, resolutions: list[int]) -> dict:
+def score(pipe: AToMPipeline, resolutions: list[int], pairs: list[tuple[str, str]] = PAIRS) -> dict:
     """Chamfer per shape, mean Chamfer, volume IoU and accuracy at each marching resolution."""
-    prompts = [prompt_for(s, c) for s, c in PAIRS]
+    prompts = [prompt_for(s, c) for s, c in pairs]
     scores = {}
     for res in dict.fromkeys(resolutions):
         result = evaluation.evaluate(pipe, prompts, marching_resolution=res, num_samples=5000, progress=False)
@@ -131,15 +133,17 @@ def score(pipe: AToMPipeline, resolutions: list[int]) -> dict:
 
 
 def run(scale: str, stage1_steps: int, stage2_steps: int, seed: int, config: Path, progress: bool = True,
-        stage2_alone: bool = True) -> dict:
-    """The runs of the module docstring at one scale ("stage 2 alone" only if `stage2_alone`);
-    returns their scores and costs."""
+        stage2_alone: bool = True, shapes: list[str] | None = None) -> dict:
+    """The runs of the module docstring at one scale ("stage 2 alone" only if `stage2_alone`), on
+    the pairs of `shapes` (default: all 8); returns their scores and costs."""
+    pairs = [pair for pair in PAIRS if pair[0] in shapes] if shapes else PAIRS
     values = yaml.safe_load(config.read_text())
     values.update(SCALES[scale])
     values["seed"] = seed
     results = {"scale": scale, "settings": {k: values.get(k) for k in (
         "model_preset", "stage1_resolution", "stage1_samples", "stage2_resolution", "stage2_tet_resolution",
-        "learning_rate", "prompts_per_step")}, "steps": {"stage 1": stage1_steps, "stage 2": stage2_steps}, "runs": {}}
+        "learning_rate", "prompts_per_step", "elevation_range")}, "pairs": pairs,
+        "steps": {"stage 1": stage1_steps, "stage 2": stage2_steps}, "runs": {}}
 
     def new_pipe(cfg) -> AToMPipeline:
         torch.manual_seed(seed)
@@ -152,9 +156,9 @@ def run(scale: str, stage1_steps: int, stage2_steps: int, seed: int, config: Pat
 
     def after_stage(index: int) -> None:
         name = ["stage 1", "stage 1 + 2"][index]
-        results["runs"][name] = {"seconds": time.perf_counter() - clock["start"], "scores": score(pipe, resolutions)}
+        results["runs"][name] = {"seconds": time.perf_counter() - clock["start"], "scores": score(pipe, resolutions, pairs)}
 
-    curve = fit(pipe, cfg, [(1, stage1_steps), (2, stage2_steps)], seed, after_stage, progress)
+    curve = fit(pipe, cfg, [(1, stage1_steps), (2, stage2_steps)], seed, after_stage, progress, pairs)
     results["runs"]["stage 1"]["loss"] = curve[:stage1_steps]
     results["runs"]["stage 1 + 2"]["loss"] = curve[stage1_steps:]
 
@@ -166,21 +170,22 @@ def run(scale: str, stage1_steps: int, stage2_steps: int, seed: int, config: Pat
 
     def after_stage2_alone(index: int) -> None:
         results["runs"]["stage 2 alone"] = {"seconds": time.perf_counter() - clock["start"],
-                                            "scores": score(pipe, resolutions)}
+                                            "scores": score(pipe, resolutions, pairs)}
 
     results["runs"]["stage 2 alone"] = {}
-    curve = fit(pipe, cfg, [(2, stage1_steps + stage2_steps)], seed, after_stage2_alone, progress)
+    curve = fit(pipe, cfg, [(2, stage1_steps + stage2_steps)], seed, after_stage2_alone, progress, pairs)
     results["runs"]["stage 2 alone"]["loss"] = curve
     return results
 
 
 def format_table(results: dict) -> str:
     """One row per (run, marching resolution): Chamfer per shape and the mean."""
-    head = ["run", "res", *SHAPES, "mean", "IoU", "acc", "tori", "min"]
+    shapes = [shape for shape, _ in results["pairs"]]
+    head = ["run", "res", *shapes, "mean", "IoU", "acc", "tori", "min"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for name, run_result in results["runs"].items():
         for res, s in run_result["scores"].items():
-            cells = [name, res, *(f"{s['chamfer'][shape]:.4f}" for shape in SHAPES), f"**{s['mean_chamfer']:.4f}**",
+            cells = [name, res, *(f"{s['chamfer'][shape]:.4f}" for shape in shapes), f"**{s['mean_chamfer']:.4f}**",
                      f"{s['mean_iou']:.3f}", f"{100 * s['accuracy']:.0f} %", str(s["tori_with_hole"]),
                      f"{run_result['seconds'] / 60:.1f}"]
             lines.append("| " + " | ".join(cells) + " |")
@@ -197,6 +202,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--quick", action="store_true", help="tiny model and sizes, a few steps (tests)")
     parser.add_argument("--json", type=Path, help="write the scores, loss curves and settings here")
+    parser.add_argument("--shapes", nargs="+", choices=SHAPES, help="fit only these shapes' pairs (default: all 8)")
     parser.add_argument("--no_progress", action="store_true")
     parser.add_argument("--skip_stage2_alone", action="store_true", help="only stage 1 and stage 1 + 2")
     args = parser.parse_args(argv)
@@ -206,7 +212,7 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(args.threads)
     scale = "quick" if args.quick else args.scale
     results = run(scale, args.stage1_steps, args.stage2_steps, args.seed, args.config, progress=not args.no_progress,
-                  stage2_alone=not args.skip_stage2_alone)
+                  stage2_alone=not args.skip_stage2_alone, shapes=args.shapes)
     print(format_table(results))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -66,3 +66,15 @@ def test_quick_run_writes_every_run_and_resolution(tmp_path):
         assert set(run["scores"]) == {"16", "12"}  # the tiny model's own marching resolution, stage 2's tet grid
         assert set(run["scores"]["16"]["chamfer"]) == set(SHAPES)
     assert len(result["runs"]["stage 2 alone"]["loss"]) == 4
+
+
+def test_shapes_restricts_the_fit_and_the_table_to_their_pairs(tmp_path):
+    out = tmp_path / "ceiling.json"
+    ceiling.main(["--quick", "--shapes", "torus", "cube", "--stage1_steps", "1", "--stage2_steps", "1",
+                  "--skip_stage2_alone", "--json", str(out), "--no_progress"])
+    result = json.loads(out.read_text())
+    assert sorted(shape for shape, _ in result["pairs"]) == ["cube", "torus"]
+    assert set(result["runs"]) == {"stage 1", "stage 1 + 2"}
+    for run in result["runs"].values():
+        assert set(run["scores"]["16"]["chamfer"]) == {"cube", "torus"}
+    assert ceiling.format_table(result).splitlines()[0].startswith("| run | res | cube | torus | mean")
