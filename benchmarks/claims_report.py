@@ -218,6 +218,7 @@ def render(results: dict, figures: Path, report_dir: Path, runs: dict) -> str:
         rows.append(f"| {claim} | `{results[name]['command']}` | {numbers} | **{verdict}**: {why} |")
         details.append(detail(name, results[name], figures, report_dir))
     train_seconds = {name: r["train_seconds"] for name, r in runs.items() if "train_seconds" in r and "/" not in name}
+    recipe_seconds = sum(train_seconds.values())
     per_prompt = sum(r["curve"][-1]["seconds"] for r in runs.values() if "curve" in r)
     sitting = sum(c.get("harness_seconds", 0.0) for c in results.values())
     lines = [
@@ -227,8 +228,8 @@ def render(results: dict, figures: Path, report_dir: Path, runs: dict) -> str:
         f"{spread['chamfer']:.4f}, seen accuracy {pct(spread['accuracy'])} ({spread['seeds']} seeds). Mean Chamfer is over "
         "the seen prompts, an empty mesh counted as 1.0 (the size of the box).", "",
         COLUMNS, *rows, "",
-        f"Cost of the harness: {(sum(train_seconds.values()) + per_prompt) / 3600:.2f} h of training, each run timed by "
-        f"its own clock: {sum(train_seconds.values()) / 3600:.2f} h in {len(train_seconds)} runs of the recipe's budget and "
+        f"Cost of the harness: {(recipe_seconds + per_prompt) / 3600:.2f} h of training, each run timed by "
+        f"its own clock: {recipe_seconds / 3600:.2f} h in {len(train_seconds)} runs of the recipe's budget and "
         f"{per_prompt / 3600:.2f} h of per-prompt training (two runs at a time, one thread each, share the 2 cores: the "
         f"machine's time is then half of theirs); {sitting / 3600:.2f} h of wall time in the latest sitting of each claim "
         "(training included when it ran then).", "",

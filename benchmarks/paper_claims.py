@@ -110,13 +110,15 @@ class Harness:
         def seeds(prefix: str, extra: list[str]) -> list[tuple[str, list[str]]]:
             return [(f"{prefix}-s{seed}", [*extra, "--seed", str(seed)]) for seed in self.args.seeds]
 
+        triplane = seeds("triplane", [])
+        if claim == "stages":  # apart: seeds_needed reads the results file, which the other claims need not
+            return (triplane + self.seeds_needed(seeds("stage1-only", ["--stage", "1"]), triplane)
+                    + self.seeds_needed(seeds("stage2-only", ["--stage", "2"]), triplane))
         preset = self.recipe.get("model_preset", "shapes")
-        first = seeds("triplane", [])[:1]
+        first = triplane[:1]
         return {
-            "stages": (seeds("triplane", []) + self.seeds_needed(seeds("stage1-only", ["--stage", "1"]), seeds("triplane", []))
-                       + self.seeds_needed(seeds("stage2-only", ["--stage", "2"]), seeds("triplane", []))),
-            "hypernetwork": seeds("triplane", []) + seeds("hyper", ["--model_preset", f"{preset}-hyper"]),
-            "aware_conv": seeds("triplane", []) + seeds("no-aware", ["--model_overrides", "{aware_conv: false}"]),
+            "hypernetwork": triplane + seeds("hyper", ["--model_preset", f"{preset}-hyper"]),
+            "aware_conv": triplane + seeds("no-aware", ["--model_overrides", "{aware_conv: false}"]),
             "cost": [(per_prompt_name(p), p) for p in per_prompt_subset(self.seen)] + ([] if self.args.amortized else first),
             "interpolation": [] if self.args.amortized else first,
             "inference": [] if self.args.amortized else first,
