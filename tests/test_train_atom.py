@@ -146,6 +146,32 @@ def test_kill_and_resume(prior_teacher, tmp_path):
         torch.testing.assert_close(resumed_weights[name], value, rtol=1e-5, atol=1e-6, msg=name)
 
 
+def test_stage2_rerun_from_the_switch_checkpoint(prior_teacher, tmp_path):
+    """The checkpoint at the stage switch outlives the rotation; resumed into another output_dir it
+    reruns stage 2 exactly as the whole command (same final weights), or with other stage-2
+    settings: `stage2_view_guidance_scale` guides stage 2 only and changes its weights."""
+    base = ["--config", str(CONFIG), "--teacher", str(prior_teacher), "--max_train_steps", "6", "--stage1_steps", "3",
+            "--checkpointing_steps", "2", "--checkpoints_total_limit", "1", "--validation_steps", "1000"]
+    whole = tmp_path / "whole"
+    train_atom.main([*base, "--output_dir", str(whole), "--stage2_view_guidance_scale", "0"])
+    assert sorted(p.name for p in whole.glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-6"]
+    switch = whole / "checkpoint-3"
+    again = tmp_path / "again"
+    train_atom.main([*base, "--output_dir", str(again), "--resume_from_checkpoint", str(switch)])
+    assert [r["step"] for r in steps_of(read_log(again))] == [4, 5, 6]
+    reference = weights(whole / "pipeline")
+    for name, value in weights(again / "pipeline").items():
+        torch.testing.assert_close(value, reference[name], msg=name)
+
+    guided = tmp_path / "guided"
+    train_atom.main([*base, "--output_dir", str(guided), "--resume_from_checkpoint", str(switch),
+                     "--stage2_view_guidance_scale", "4"])
+    assert {(r["stage"], r["view_guidance"]) for r in steps_of(read_log(guided))} == {(2, 4.0)}
+    assert {(r["stage"], r["view_guidance"]) for r in steps_of(read_log(whole))} == {(1, 0.0), (2, 0.0)}
+    moved = weights(guided / "pipeline")
+    assert any(not torch.equal(moved[name], value) for name, value in reference.items())
+
+
 # ---- two processes on the CPU ----------------------------------------------------------------
 
 

@@ -12,6 +12,7 @@ import shutil
 import time
 import types
 import typing
+from collections.abc import Collection
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -124,10 +125,12 @@ def checkpoint_step(path: Path) -> int:
     return int(_CHECKPOINT.match(path.name).group(1))
 
 
-def save_checkpoint(accelerator, output_dir: str | os.PathLike, step: int, total_limit: int | None, extra: dict) -> Path:
+def save_checkpoint(accelerator, output_dir: str | os.PathLike, step: int, total_limit: int | None, extra: dict,
+                    keep: Collection[int] = ()) -> Path:
     """Saves the accelerate state as `checkpoint-<step>` (plus `extra` as JSON) and deletes the
-    oldest checkpoints beyond `total_limit`. The folder is written under a temporary name and
-    renamed, so a run killed mid-save never leaves a half checkpoint that 'latest' would pick."""
+    oldest checkpoints beyond `total_limit`, except those of the steps in `keep` (which do not count
+    toward the limit). The folder is written under a temporary name and renamed, so a run killed
+    mid-save never leaves a half checkpoint that 'latest' would pick."""
     final = Path(output_dir) / f"checkpoint-{step}"
     partial = Path(output_dir) / f".partial-checkpoint-{step}"
     if accelerator.is_main_process:
@@ -139,7 +142,8 @@ def save_checkpoint(accelerator, output_dir: str | os.PathLike, step: int, total
         shutil.rmtree(final, ignore_errors=True)
         partial.rename(final)
         if total_limit:
-            for old in list_checkpoints(output_dir)[:-total_limit]:
+            rotating = [p for p in list_checkpoints(output_dir) if checkpoint_step(p) not in keep]
+            for old in rotating[:-total_limit]:
                 shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final

@@ -3,6 +3,8 @@
     accelerate launch train/train_atom.py --config train/configs/shapes64.yaml
     accelerate launch train/train_atom.py --config train/configs/shapes64.yaml --resume_from_checkpoint latest
     accelerate launch train/train_atom.py --config train/configs/shapes64.yaml --stage 2 --init_from runs/stage1/pipeline
+    accelerate launch train/train_atom.py --config train/configs/shapes64.yaml --stage2_view_guidance_scale 8 \
+        --resume_from_checkpoint runs/atom-shapes64/checkpoint-1500 --output_dir runs/other-stage2
     accelerate launch train/train_atom.py --config train/configs/shapes64.yaml \
         --init_from pretrained/atom-shapes64 --prompts my_prompts.txt --output_dir runs/finetune
     accelerate launch --multi_gpu --num_processes 2 train/train_atom.py --config ...  # also on CPU (gloo)
@@ -11,7 +13,8 @@ Every step samples `prompts_per_step` prompts (each process from its own shard o
 set) and `views_per_prompt` cameras for each. Stage 1 volume-renders the SDF (NeuS) at low
 resolution and trains text-to-triplane, SDF and color; stage 2 extracts the DMTet mesh and
 rasterizes it at a higher resolution, training everything including the deformation. The
-stage switches at `stage1_steps` (or `--stage 1|2` runs one stage). At the end the whole
+stage switches at `stage1_steps` (or `--stage 1|2` runs one stage); the checkpoint saved there is
+never rotated away, so stage 2 can be rerun from it with other settings. At the end the whole
 `AToMPipeline` is saved with a model card, and pushed with `--push_to_hub true --hub_model_id`.
 Every `log_steps` steps one JSON record goes to `output_dir/train_log.jsonl` (loss, SDS loss,
 timesteps, learning rate, every process's prompts), besides the tracker.
@@ -111,6 +114,7 @@ class AtomConfig:
     # guidance
     guidance_scale: float = 7.5
     view_guidance_scale: float = 0.0  # camera-conditioned teachers only (teacher.guide)
+    stage2_view_guidance_scale: float | None = None  # stage 2's; None: view_guidance_scale
     min_step_percent: float = 0.02
     max_step_percent: float = 0.98
     max_step_percent_end: float | None = 0.5
@@ -239,6 +243,13 @@ def elevation_range_of(stage: int, cfg: AtomConfig) -> tuple[float, float]:
     return tuple(cfg.elevation_range)
 
 
+def view_guidance_of(stage: int, cfg: AtomConfig) -> float:
+    """The view guidance scale SDS uses in `stage`."""
+    if stage == 2 and cfg.stage2_view_guidance_scale is not None:
+        return cfg.stage2_view_guidance_scale
+    return cfg.view_guidance_scale
+
+
 def build_pipeline(cfg: AtomConfig) -> AToMPipeline:
     if cfg.init_from:
         if cfg.model_overrides:
@@ -340,6 +351,8 @@ def main(argv: list[str] | None = None, on_snapshot: Callable[[int, Path], bool]
     atom_text, teacher_text = encode_training_prompts(pipe, cfg, shard, accelerator.device)
     sds = ScoreDistillation(teacher, cfg.guidance_scale, cfg.min_step_percent, cfg.max_step_percent, cfg.max_step_percent_end,
                             cfg.view_guidance_scale)
+    if cfg.stage2_view_guidance_scale and not teacher.camera_conditioned:
+        raise ValueError("stage2_view_guidance_scale needs a camera-conditioned teacher (this one takes no cameras)")
 
     model = AToMModel(pipe, cfg)
     optimizer = build_optimizer(model, cfg)
@@ -357,6 +370,9 @@ def main(argv: list[str] | None = None, on_snapshot: Callable[[int, Path], bool]
                              "num_processes": accelerator.num_processes})
 
     unwrapped: AToMModel = accelerator.unwrap_model(model)
+    # The checkpoint at the stage switch is kept whatever the rotation: resumed from into another
+    # output_dir, it runs stage 2 with other settings exactly as the whole command would.
+    switch = cfg.stage1_steps if cfg.stage == 0 and cfg.stage1_steps < cfg.max_train_steps else None
     progress = tqdm(total=cfg.max_train_steps, initial=step, desc="AToM", disable=not accelerator.is_local_main_process)
     model.train()
     while step < cfg.max_train_steps:
@@ -378,7 +394,8 @@ def main(argv: list[str] | None = None, on_snapshot: Callable[[int, Path], bool]
             out = model(embeds.to(accelerator.device), mask.to(accelerator.device), cameras, light, stage)
             regularizer = out["regularizer"]
             condition = teacher_text.condition(teacher_prompts_for(view_prompts, cameras, cfg.view_prompts), cameras)
-            guidance = sds(out["rgb"], condition, progress=step / max(1, cfg.max_train_steps), generator=gen)
+            guidance = sds(out["rgb"], condition, progress=step / max(1, cfg.max_train_steps), generator=gen,
+                           view_guidance_scale=view_guidance_of(stage, cfg))
             loss = guidance["loss"] + regularizer
             accelerator.backward(loss)
             if accelerator.sync_gradients:
@@ -393,7 +410,8 @@ def main(argv: list[str] | None = None, on_snapshot: Callable[[int, Path], bool]
         progress.set_postfix(stage=stage, loss=f"{loss.item():.3f}")
         if step % cfg.log_steps == 0:
             logs = {"loss": loss.item(), "sds": guidance["loss"].item(), "grad_norm": guidance["grad_norm"].item(),
-                    "stage": stage, "sharpness": unwrapped.neus.sharpness.item(), "empty_meshes": out["empty"]}
+                    "stage": stage, "sharpness": unwrapped.neus.sharpness.item(), "empty_meshes": out["empty"],
+                    "view_guidance": view_guidance_of(stage, cfg)}
             accelerator.log(logs, step=step)
             logger.info("step %d %s", step, " ".join(f"{k} {v:.4g}" for k, v in logs.items()))
             # Every process's prompts, in process order (a collective: all processes log together).
@@ -415,9 +433,9 @@ def main(argv: list[str] | None = None, on_snapshot: Callable[[int, Path], bool]
         if step % cfg.validation_steps == 0 and accelerator.is_main_process:
             save_validation(pipe, validation_prompts, out_dir / "validation" / f"step-{step:06d}", stage,
                             unwrapped.neus, cfg, accelerator)
-        if step % cfg.checkpointing_steps == 0 or step == cfg.max_train_steps or stop:
+        if step % cfg.checkpointing_steps == 0 or step in (cfg.max_train_steps, switch) or stop:
             save_checkpoint(accelerator, out_dir, step, cfg.checkpoints_total_limit,
-                            {"wall_seconds": clock.seconds, "stage_seconds": stage_seconds})
+                            {"wall_seconds": clock.seconds, "stage_seconds": stage_seconds}, keep=(switch,))
         if stop:
             logger.info("stopped at step %d: on_snapshot was satisfied", step)
             break

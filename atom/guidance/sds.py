@@ -60,8 +60,10 @@ class ScoreDistillation(nn.Module):
         condition: TeacherCondition,
         progress: float = 0.0,
         generator: torch.Generator | None = None,
+        view_guidance_scale: float | None = None,
     ) -> dict[str, torch.Tensor]:
         """SDS loss of renders `images (B, 3, H, W)` in [0, 1]; differentiable w.r.t. the images.
+        `view_guidance_scale` overrides the module's for this call (None: the module's).
 
         Returns:
             "loss" (scalar; its gradient w.r.t. the model-space x is w(t) (eps_hat - eps) per
@@ -72,9 +74,12 @@ class ScoreDistillation(nn.Module):
         low, high = self.timestep_range(progress)
         t = torch.randint(low, high + 1, (batch,), generator=generator).to(x.device)
         noise = torch.randn(x.shape, generator=generator).to(x)
+        view = self.view_guidance_scale if view_guidance_scale is None else view_guidance_scale
+        if view != 0 and not self.teacher.camera_conditioned:
+            raise ValueError("view_guidance_scale needs a camera-conditioned teacher (this one takes no cameras)")
         with torch.no_grad():
             eps_hat = self.teacher.predict_noise(self.teacher.add_noise(x.detach(), noise, t), t, condition, self.guidance_scale,
-                                                 self.view_guidance_scale)
+                                                 view)
         w = (1 - self.teacher.alphas_cumprod[t]).view(-1, 1, 1, 1).to(x)
         grad = torch.nan_to_num(w * (eps_hat - noise))
         target = (x - grad).detach()  # d(loss)/dx = grad
