@@ -26,9 +26,20 @@ from prior_judges import COLOR_NAMES, VIEW_ORDER, nearest_render_judge  # noqa: 
 
 from atom.data import SHAPES, SHAPES64  # noqa: E402
 from atom.guidance.shapes_prior import ShapesPriorPipeline  # noqa: E402
-from atom.render import sample_cameras  # noqa: E402
+from atom.render import Cameras, sample_cameras  # noqa: E402
 
 STEPS = 16  # the nearest-render judge's turned renders per period
+PERIOD = 360.0 / VIEW_ORDER  # cube and pyramid look the same every 90 deg of azimuth
+
+
+def view_offsets(images: torch.Tensor, cameras: Cameras, shape_index: torch.Tensor, color_index: torch.Tensor,
+                 resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """How far each cube / pyramid image (N, 3, H, W) in [0, 1], asked for at `cameras`, is turned
+    from its requested view, by the nearest-render judge: (signed offsets (N,) in degrees in
+    [-45, 45), the same in judge steps k (N,) long, in [-8, 7])."""
+    pred = nearest_render_judge(cameras, shape_index, color_index, resolution)(images)
+    signed = torch.remainder(pred["azimuth"] - cameras.azimuth.float() + PERIOD / 2, PERIOD) - PERIOD / 2
+    return signed, torch.round(signed / (PERIOD / STEPS)).long()
 
 
 def main() -> None:
@@ -57,10 +68,7 @@ def main() -> None:
         images.append(out.images.float().cpu())
     shape_index = torch.tensor([SHAPES.index(r.shape) for r in records])
     color_index = torch.tensor([COLOR_NAMES.index(r.color) for r in records])
-    pred = nearest_render_judge(cameras, shape_index, color_index, resolution)(torch.cat(images))
-    period = 360.0 / VIEW_ORDER
-    signed = torch.remainder(pred["azimuth"] - cameras.azimuth.float() + period / 2, period) - period / 2
-    steps = torch.round(signed / (period / STEPS)).long()
+    signed, steps = view_offsets(torch.cat(images), cameras, shape_index, color_index, resolution)
     print(f"{args.model}: {resolution} px, {len(records)} samples, {time.perf_counter() - tic:.0f} s")
     for name in ("cube", "pyramid", None):
         mask = torch.ones(len(records), dtype=torch.bool) if name is None else shape_index == SHAPES.index(name)
