@@ -1,21 +1,15 @@
 """benchmarks/ceiling.py on a tiny case: its loss is SDS's with the true image as target, the
 true renders are the primitives', a short fit lowers the loss, and the script writes its table."""
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from train_scripts import load_benchmark
 
 from atom.data import COLORS, SHAPES
 from atom.pipeline import AToMPipeline
 
-ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("_atom_ceiling", ROOT / "benchmarks" / "ceiling.py")
-ceiling = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = ceiling
-spec.loader.exec_module(ceiling)
+ceiling = load_benchmark("ceiling")
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

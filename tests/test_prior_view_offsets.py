@@ -1,21 +1,14 @@
 """benchmarks/prior_view_offsets.py: the signed offset it reads off an image is the turn of the
 shape in that image, in the nearest-render judge's 5.625 deg steps, wrapped to [-45, 45)."""
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
+from train_scripts import load_benchmark, load_train_script
 
 from atom.data import COLORS, SHAPES
 from atom.render import sample_cameras
 
-ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("_atom_prior_view_offsets", ROOT / "benchmarks" / "prior_view_offsets.py")
-offsets = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = offsets
-spec.loader.exec_module(offsets)
-from prior_judges import render_gt  # noqa: E402  (benchmarks/prior_view_offsets.py put train/ on the path)
+offsets = load_benchmark("prior_view_offsets")
+render_gt = load_train_script("prior_judges").render_gt
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
