@@ -22,11 +22,12 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "train"))
-from prior_judges import COLOR_NAMES, VIEW_ORDER, nearest_render_judge  # noqa: E402
+from evaluate_prior import sample_prior  # noqa: E402
+from prior_judges import VIEW_ORDER, nearest_render_judge  # noqa: E402
 
 from atom.data import SHAPES, SHAPES64  # noqa: E402
 from atom.guidance.shapes_prior import ShapesPriorPipeline  # noqa: E402
-from atom.render import Cameras, sample_cameras  # noqa: E402
+from atom.render import Cameras  # noqa: E402
 
 STEPS = 16  # the nearest-render judge's turned renders per period
 PERIOD = 360.0 / VIEW_ORDER  # cube and pyramid look the same every 90 deg of azimuth
@@ -56,22 +57,14 @@ def main() -> None:
 
     pipe = ShapesPriorPipeline.from_pretrained(args.model)
     resolution = int(pipe.unet.config.sample_size)
-    records = [r for r in SHAPES64 if r.shape in ("cube", "pyramid") for _ in range(args.samples_per_prompt)]
-    cameras = sample_cameras(len(records), generator=torch.Generator().manual_seed(args.seed))
     tic = time.perf_counter()
-    images = []
-    for k, first in enumerate(range(0, len(records), args.batch_size)):
-        batch = torch.arange(first, min(first + args.batch_size, len(records)))
-        out = pipe([records[i].prompt for i in batch.tolist()], cameras=cameras[batch], guidance_scale=args.guidance_scale,
-                   num_inference_steps=args.steps, generator=torch.Generator().manual_seed(args.seed * 1000 + k),
-                   output_type="pt", progress=False)
-        images.append(out.images.float().cpu())
-    shape_index = torch.tensor([SHAPES.index(r.shape) for r in records])
-    color_index = torch.tensor([COLOR_NAMES.index(r.color) for r in records])
-    signed, steps = view_offsets(torch.cat(images), cameras, shape_index, color_index, resolution)
-    print(f"{args.model}: {resolution} px, {len(records)} samples, {time.perf_counter() - tic:.0f} s")
+    samples = sample_prior(pipe, args.samples_per_prompt, args.guidance_scale, args.steps, args.batch_size, args.seed,
+                           progress=False, prompt_indices=[i for i, r in enumerate(SHAPES64) if r.shape in ("cube", "pyramid")])
+    shape_index = samples.shape_index
+    signed, steps = view_offsets(samples.images, samples.cameras, shape_index, samples.color_index, resolution)
+    print(f"{args.model}: {resolution} px, {len(shape_index)} samples, {time.perf_counter() - tic:.0f} s")
     for name in ("cube", "pyramid", None):
-        mask = torch.ones(len(records), dtype=torch.bool) if name is None else shape_index == SHAPES.index(name)
+        mask = torch.ones(len(shape_index), dtype=torch.bool) if name is None else shape_index == SHAPES.index(name)
         k = steps[mask]
         histogram = dict(sorted(Counter(k.tolist()).items()))
         print(f"{name or 'both'}: n {int(mask.sum())}, within 1 step {int((k.abs() <= 1).sum())}, within 2 steps "

@@ -46,6 +46,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,8 +74,9 @@ ACCEPTANCE = {"color_accuracy": 0.95, "shape_accuracy": 0.85, "view_accuracy": 0
 
 @dataclass
 class SampleSet:
-    """N = 64 x S samples, prompt-major: images (N, 3, H, W) float in [0, 1], prompt_index
-    into SHAPES64, the cameras they were drawn at, and the prompts as given to the prior."""
+    """N = P x S samples of P prompts, prompt-major: images (N, 3, H, W) float in [0, 1],
+    prompt_index into SHAPES64, the cameras they were drawn at, and the prompts as given to the
+    prior."""
 
     images: torch.Tensor
     prompt_index: torch.Tensor
@@ -91,13 +93,15 @@ class SampleSet:
 
 
 def sample_prior(pipe, samples_per_prompt: int = 8, guidance_scale: float = 1.5, steps: int = 50, batch_size: int = 128,
-                 seed: int = 0, view_words: bool = False, progress: bool = True, view_guidance_scale: float = 0.0) -> SampleSet:
-    """Draws `samples_per_prompt` images for every Shapes64 prompt at random cameras
-    (`sample_cameras`' training ranges, seeded by `seed`), in batches of `batch_size`; batch k
-    draws its noise from a generator seeded with seed x 1000 + k."""
+                 seed: int = 0, view_words: bool = False, progress: bool = True, view_guidance_scale: float = 0.0,
+                 prompt_indices: Sequence[int] | None = None) -> SampleSet:
+    """Draws `samples_per_prompt` images for every Shapes64 prompt (or those at `prompt_indices`)
+    at random cameras (`sample_cameras`' training ranges, seeded by `seed`), in batches of
+    `batch_size`; batch k draws its noise from a generator seeded with seed x 1000 + k."""
     from atom.data import view_word
 
-    prompt_index = torch.arange(len(SHAPES64)).repeat_interleave(samples_per_prompt)
+    indices = torch.arange(len(SHAPES64)) if prompt_indices is None else torch.as_tensor(prompt_indices)
+    prompt_index = indices.repeat_interleave(samples_per_prompt)
     cameras = sample_cameras(len(prompt_index), generator=torch.Generator().manual_seed(seed))
     prompts = [SHAPES64[i].prompt for i in prompt_index.tolist()]
     if view_words:
