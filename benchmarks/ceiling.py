@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "train"))
 import evaluate as evaluation  # noqa: E402
 import train_atom  # noqa: E402
+from stage_schedule import elevation_range_of, learning_rates  # noqa: E402
 
 from atom.data import COLORS, SHAPES, prompt_for  # noqa: E402
 from atom.data.renders import mesh_for  # noqa: E402
@@ -85,7 +86,12 @@ def fit(pipe: AToMPipeline, cfg, stages: list[tuple[int, int]], seed: int, on_st
     optimizer = train_atom.build_optimizer(model, cfg)
     embeds, mask = pipe.encode_prompt([prompt_for(s, c) for s, c in pairs])
     total = sum(steps for _, steps in stages)
-    cfg.max_train_steps = total  # the learning-rate schedule spans the whole run
+    # The learning rates as train_atom.py schedules these stages: a run of one stage, or of stage 1
+    # then stage 2 switching after the first.
+    if [stage for stage, _ in stages] not in ([1], [2], [1, 2]):
+        raise ValueError(f"stages must be [(1, n)], [(2, n)] or [(1, n), (2, m)], got {stages}")
+    cfg.max_train_steps = total
+    cfg.stage, cfg.stage1_steps = (0, stages[0][1]) if len(stages) == 2 else (stages[0][0], total)
     curve, step = [], 0
     bar = tqdm(total=total, desc="ceiling", disable=not progress)
     for index, (stage, steps) in enumerate(stages):
@@ -94,11 +100,11 @@ def fit(pipe: AToMPipeline, cfg, stages: list[tuple[int, int]], seed: int, on_st
             rng = random.Random(gen.initial_seed())
             pick = [rng.randrange(len(pairs)) for _ in range(cfg.prompts_per_step)]
             views = [pairs[i] for i in pick for _ in range(cfg.views_per_prompt)]
-            cameras = sample_cameras(len(views), elevation_range=train_atom.elevation_range_of(stage, cfg),
+            cameras = sample_cameras(len(views), elevation_range=elevation_range_of(stage, cfg),
                                      distance_range=tuple(cfg.distance_range), fovy_range=tuple(cfg.fovy_range), generator=gen)
             light = sample_light_directions(cameras, cfg.light_jitter_deg, generator=gen)
-            for group in optimizer.param_groups:
-                group["lr"] = train_atom.get_lr(step, cfg, group["base_lr"])
+            for group, lr in zip(optimizer.param_groups, learning_rates(step, cfg)):
+                group["lr"] = lr
             out = model(embeds[pick], mask[pick], cameras, light, stage)
             target = true_renders(views, cameras, light, out["rgb"].shape[-1], cfg)
             loss = photometric_loss(out["rgb"], target) + out["regularizer"]

@@ -172,6 +172,27 @@ def test_stage2_rerun_from_the_switch_checkpoint(prior_teacher, tmp_path):
     assert any(not torch.equal(moved[name], value) for name, value in reference.items())
 
 
+def test_stage2_schedule_of_its_own_in_one_launch(prior_teacher, tmp_path):
+    """With stage-2 schedule fields, stage 2's steps take its learning rate (warm-up restarted at
+    the switch) and draw SDS timesteps under its own bound, and stage 1 is the stage 1 of the
+    same command with a longer stage 2 (same rates, same weights at the switch)."""
+    base = ["--config", str(CONFIG), "--teacher", str(prior_teacher), "--stage1_steps", "3", "--validation_steps", "1000",
+            "--checkpointing_steps", "1000", "--stage2_learning_rate", "4e-3", "--stage2_warmup_steps", "2",
+            "--stage2_max_step_percent", "0.1", "--stage2_max_step_percent_end", "0.05"]
+    short, longer = tmp_path / "short", tmp_path / "longer"
+    train_atom.main([*base, "--max_train_steps", "5", "--output_dir", str(short)])
+    train_atom.main([*base, "--max_train_steps", "8", "--output_dir", str(longer)])
+    records = steps_of(read_log(short))
+    assert [r["stage"] for r in records] == [1, 1, 1, 2, 2]
+    assert [r["lr"] for r in records[3:]] == pytest.approx([2e-3, 4e-3])
+    timesteps = json.loads((prior_teacher / "scheduler" / "scheduler_config.json").read_text())["num_train_timesteps"]
+    assert max(t for r in records[3:] for t in r["t"]) <= 0.1 * timesteps
+    assert [r["lr"] for r in steps_of(read_log(longer))[:3]] == [r["lr"] for r in records[:3]]
+    reference = weights(longer / "pipeline-stage1")
+    for name, value in weights(short / "pipeline-stage1").items():
+        torch.testing.assert_close(value, reference[name], msg=name)
+
+
 # ---- two processes on the CPU ----------------------------------------------------------------
 
 

@@ -14,8 +14,11 @@ set) and `views_per_prompt` cameras for each. Stage 1 volume-renders the SDF (Ne
 resolution and trains text-to-triplane, SDF and color; stage 2 extracts the DMTet mesh and
 rasterizes it at a higher resolution, training everything including the deformation. The
 stage switches at `stage1_steps` (or `--stage 1|2` runs one stage); the checkpoint saved there is
-never rotated away, so stage 2 can be rerun from it with other settings. At the end the whole
-`AToMPipeline` is saved with a model card, and pushed with `--push_to_hub true --hub_model_id`.
+never rotated away, so stage 2 can be rerun from it with other settings. The learning rate and
+SDS's timestep bound follow one schedule across the whole run or, with `stage2_learning_rate`,
+`stage2_warmup_steps` or `stage2_max_step_percent[_end]` set, one for each stage
+(stage_schedule.py). At the end the whole `AToMPipeline` is saved with a model card, and pushed
+with `--push_to_hub true --hub_model_id`.
 Every `log_steps` steps one JSON record goes to `output_dir/train_log.jsonl` (loss, SDS loss,
 timesteps, learning rate, every process's prompts), besides the tracker.
 
@@ -26,7 +29,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import random
 import shlex
 import sys
@@ -55,6 +57,15 @@ from common import (  # noqa: E402
 )
 from card import SUMMARY_FILE, card_data, stage_seconds_total, write_card  # noqa: E402
 from prompt_sets import NAMED_SETS, load_prompts  # noqa: E402
+from stage_schedule import (  # noqa: E402
+    check_stage2_schedule,
+    elevation_range_of,
+    learning_rates,
+    schedule_progress,
+    stage_of,
+    timestep_bounds,
+    view_guidance_of,
+)
 from validation import save_validation  # noqa: E402
 
 from atom.data import VIEWS, caption, caption_variants, parse_prompt, view_word  # noqa: E402
@@ -111,6 +122,13 @@ class AtomConfig:
     gradient_accumulation_steps: int = 1
     max_grad_norm: float = 1.0
     mixed_precision: str = "no"
+    # Stage 2's own schedule (train/stage_schedule.py): setting any of these restarts the warm-up,
+    # cosine decay and timestep annealing at the switch, and stage 1's then span stage 1 alone.
+    # None: the run's value (and, all None, one schedule across the whole run).
+    stage2_learning_rate: float | None = None
+    stage2_warmup_steps: int | None = None
+    stage2_max_step_percent: float | None = None
+    stage2_max_step_percent_end: float | None = None
     # guidance
     guidance_scale: float = 7.5
     view_guidance_scale: float = 0.0  # camera-conditioned teachers only (teacher.guide)
@@ -213,41 +231,15 @@ def mesh_regularizer(mesh: Mesh, cfg: AtomConfig) -> torch.Tensor:
     return loss
 
 
-def get_lr(step: int, cfg: AtomConfig, base: float) -> float:
-    """Linear warm-up, then cosine decay to 10 % over the run."""
-    if step < cfg.warmup_steps:
-        return base * (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.max_train_steps - cfg.warmup_steps)
-    return base * (0.1 + 0.45 * (1 + math.cos(math.pi * min(progress, 1.0))))
-
-
 def build_optimizer(model: AToMModel, cfg: AtomConfig) -> torch.optim.AdamW:
-    """AdamW over the networks at `learning_rate` and the NeuS sharpness at its own rate; each
-    group keeps its `base_lr` for `get_lr`."""
+    """AdamW over the networks (group 0) and the NeuS sharpness (group 1); `learning_rates` sets
+    their rates at each step."""
     groups = [
         ([p for n, p in model.named_parameters() if not n.startswith("neus.")], cfg.learning_rate),
         (list(model.neus.parameters()), cfg.sharpness_learning_rate),
     ]
-    return torch.optim.AdamW([{"params": params, "lr": lr, "base_lr": lr} for params, lr in groups],
+    return torch.optim.AdamW([{"params": params, "lr": lr} for params, lr in groups],
                              weight_decay=cfg.weight_decay)
-
-
-def stage_of(step: int, cfg: AtomConfig) -> int:
-    return cfg.stage if cfg.stage in (1, 2) else (1 if step < cfg.stage1_steps else 2)
-
-
-def elevation_range_of(stage: int, cfg: AtomConfig) -> tuple[float, float]:
-    """The (low, high) camera elevations in degrees that `stage` samples."""
-    if stage == 2 and cfg.stage2_elevation_range is not None:
-        return tuple(cfg.stage2_elevation_range)
-    return tuple(cfg.elevation_range)
-
-
-def view_guidance_of(stage: int, cfg: AtomConfig) -> float:
-    """The view guidance scale SDS uses in `stage`."""
-    if stage == 2 and cfg.stage2_view_guidance_scale is not None:
-        return cfg.stage2_view_guidance_scale
-    return cfg.view_guidance_scale
 
 
 def build_pipeline(cfg: AtomConfig) -> AToMPipeline:
@@ -349,8 +341,9 @@ def main(argv: list[str] | None = None, on_snapshot: Callable[[int, Path], bool]
     weight_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.mixed_precision, torch.float32)
     teacher = DiffusionTeacher.from_pretrained(cfg.teacher, dtype=weight_dtype).to(accelerator.device)
     atom_text, teacher_text = encode_training_prompts(pipe, cfg, shard, accelerator.device)
-    sds = ScoreDistillation(teacher, cfg.guidance_scale, cfg.min_step_percent, cfg.max_step_percent, cfg.max_step_percent_end,
-                            cfg.view_guidance_scale)
+    check_stage2_schedule(cfg)
+    sds = {stage: ScoreDistillation(teacher, cfg.guidance_scale, cfg.min_step_percent, *timestep_bounds(stage, cfg),
+                                    cfg.view_guidance_scale) for stage in (1, 2)}
     if cfg.stage2_view_guidance_scale and not teacher.camera_conditioned:
         raise ValueError("stage2_view_guidance_scale needs a camera-conditioned teacher (this one takes no cameras)")
 
@@ -380,8 +373,8 @@ def main(argv: list[str] | None = None, on_snapshot: Callable[[int, Path], bool]
         started = clock.seconds
         gen = step_generator(cfg.seed, step, accelerator)
         rng = random.Random(gen.initial_seed())
-        for group in optimizer.param_groups:
-            group["lr"] = get_lr(step, cfg, group["base_lr"])
+        for group, lr in zip(optimizer.param_groups, learning_rates(step, cfg)):
+            group["lr"] = lr
         with accelerator.accumulate(model):
             batch_prompts = [caption_for(rng.choice(shard), rng, cfg) for _ in range(cfg.prompts_per_step)]
             embeds, mask = atom_text(batch_prompts)
@@ -394,8 +387,8 @@ def main(argv: list[str] | None = None, on_snapshot: Callable[[int, Path], bool]
             out = model(embeds.to(accelerator.device), mask.to(accelerator.device), cameras, light, stage)
             regularizer = out["regularizer"]
             condition = teacher_text.condition(teacher_prompts_for(view_prompts, cameras, cfg.view_prompts), cameras)
-            guidance = sds(out["rgb"], condition, progress=step / max(1, cfg.max_train_steps), generator=gen,
-                           view_guidance_scale=view_guidance_of(stage, cfg))
+            guidance = sds[stage](out["rgb"], condition, progress=schedule_progress(step, cfg), generator=gen,
+                                  view_guidance_scale=view_guidance_of(stage, cfg))
             loss = guidance["loss"] + regularizer
             accelerator.backward(loss)
             if accelerator.sync_gradients:

@@ -1,0 +1,89 @@
+"""What each step of a train_atom.py run uses: its stage, its cameras' elevations, its view
+guidance, its learning rates and its SDS timestep bound.
+
+By default the learning-rate schedule (linear warm-up, then cosine decay to 10 %) and the
+annealing of SDS's upper timestep bound span the whole run, across the stage switch. Setting any
+of `STAGE2_SCHEDULE_FIELDS` gives each stage a schedule of its own: stage 1's spans its
+`stage1_steps`, and stage 2's starts again at the switch (warm-up included) and spans the rest,
+with the fields left None taken from the run's. Then a longer or shorter stage 2 leaves stage 1
+as it was, and a stage-2 run (`--stage 2`) follows the same schedule as stage 2 of a whole one.
+
+`cfg` is a `train_atom.AtomConfig` (any object with its fields).
+"""
+from __future__ import annotations
+
+import math
+
+STAGE2_SCHEDULE_FIELDS = ("stage2_learning_rate", "stage2_warmup_steps", "stage2_max_step_percent",
+                          "stage2_max_step_percent_end")
+
+
+def stage_of(step: int, cfg) -> int:
+    """The stage (1: NeuS, 2: DMTet) that 0-based `step` trains."""
+    return cfg.stage if cfg.stage in (1, 2) else (1 if step < cfg.stage1_steps else 2)
+
+
+def has_stage2_schedule(cfg) -> bool:
+    """Whether stage 2 has a schedule of its own (any `STAGE2_SCHEDULE_FIELDS` set)."""
+    return any(getattr(cfg, name) is not None for name in STAGE2_SCHEDULE_FIELDS)
+
+
+def _stage2_value(stage: int, cfg, name: str, default):
+    value = getattr(cfg, "stage2_" + name) if stage == 2 else None
+    return default if value is None else value
+
+
+def schedule_span(step: int, cfg) -> tuple[int, int]:
+    """(first step, number of steps) of the schedule that `step` follows: the whole run, or with
+    a stage-2 schedule in a two-stage run, the stage that `step` is in."""
+    if cfg.stage in (1, 2) or not has_stage2_schedule(cfg):
+        return 0, cfg.max_train_steps
+    if step < cfg.stage1_steps:
+        return 0, cfg.stage1_steps
+    return cfg.stage1_steps, cfg.max_train_steps - cfg.stage1_steps
+
+
+def schedule_progress(step: int, cfg) -> float:
+    """Fraction in [0, 1) of its schedule's span done before `step` (SDS anneals over it)."""
+    start, length = schedule_span(step, cfg)
+    return (step - start) / max(1, length)
+
+
+def learning_rates(step: int, cfg) -> tuple[float, float]:
+    """(networks, NeuS sharpness) learning rates at `step`: linear warm-up over the span's first
+    `warmup_steps` (stage 2's own: `stage2_warmup_steps`), then cosine decay to 10 % at its end."""
+    stage = stage_of(step, cfg)
+    start, length = schedule_span(step, cfg)
+    warmup = _stage2_value(stage, cfg, "warmup_steps", cfg.warmup_steps)
+    local = step - start
+    if local < warmup:
+        scale = (local + 1) / warmup
+    else:
+        progress = (local - warmup) / max(1, length - warmup)
+        scale = 0.1 + 0.45 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    return _stage2_value(stage, cfg, "learning_rate", cfg.learning_rate) * scale, cfg.sharpness_learning_rate * scale
+
+
+def timestep_bounds(stage: int, cfg) -> tuple[float, float | None]:
+    """(max_step_percent, max_step_percent_end) of SDS in `stage`: the upper timestep bound at
+    the start of the stage's schedule and where it anneals to (None: it stays)."""
+    start = _stage2_value(stage, cfg, "max_step_percent", cfg.max_step_percent)
+    return start, _stage2_value(stage, cfg, "max_step_percent_end", cfg.max_step_percent_end)
+
+
+def elevation_range_of(stage: int, cfg) -> tuple[float, float]:
+    """The (low, high) camera elevations in degrees that `stage` samples."""
+    return tuple(_stage2_value(stage, cfg, "elevation_range", cfg.elevation_range))
+
+
+def view_guidance_of(stage: int, cfg) -> float:
+    """The view guidance scale SDS uses in `stage`."""
+    return _stage2_value(stage, cfg, "view_guidance_scale", cfg.view_guidance_scale)
+
+
+def check_stage2_schedule(cfg) -> None:
+    """Clear errors for stage-2 schedule fields that cannot run."""
+    if cfg.stage2_learning_rate is not None and cfg.stage2_learning_rate < 0:
+        raise ValueError(f"stage2_learning_rate must be >= 0, got {cfg.stage2_learning_rate}")
+    if cfg.stage2_warmup_steps is not None and cfg.stage2_warmup_steps < 0:
+        raise ValueError(f"stage2_warmup_steps must be >= 0, got {cfg.stage2_warmup_steps}")
