@@ -20,15 +20,17 @@ over --draws random cameras, colors, timesteps and noises. What is rendered:
   stretch_y  y * s (height only), p = log s;
   shift_y    y + d (moved up by d world units), p = d;
   rotate_y   turned about Y by a degrees, p = a in radians (the view of cube and pyramid);
+  round      square cross-sections blended by b toward circles of the same area, p = b (cube
+             and pyramid: b = 1 makes a cylinder and a cone; meshes are subdivided 4 times);
   hole       (SDFs only) a vertical hole of radius r carved along the Y axis, p = r;
   cut_below  (SDFs only) everything below y = c cut off, p = c.
 An SDF is moved by evaluating it at the inversely moved point (a distance field again up to
 the factor s of scale and stretch_y). Gradient descent moves p against the mean: for scale, a
 positive mean shrinks the object, a negative one grows it; for shift_y, a positive mean moves
-it down; for hole, a negative mean widens the hole. A teacher whose samples match the data
-gives a mean near 0 at the true shape (s = 1, d = 0), of opposite signs on either side; where
-the sign changes is where SDS drives a shape to. Prints, per shape and value, the mean and its
-standard error.
+it down; for hole, a negative mean widens the hole; for round, a negative mean rounds the
+corners. A teacher whose samples match the data gives a mean near 0 at the true shape (s = 1,
+d = 0), of opposite signs on either side; where the sign changes is where SDS drives a shape to.
+Prints, per shape and value, the mean and its standard error.
 """
 from __future__ import annotations
 
@@ -53,6 +55,15 @@ from atom.render.neus import Field
 Y = torch.tensor([0.0, 1.0, 0.0])
 
 
+def _round_xz(points: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Points moved radially about Y so that an axis-aligned square cross-section of half-width h
+    becomes, at b = 1, the circle of the same area (radius 2 h / sqrt(pi))."""
+    x, y, z = points.unbind(-1)
+    square = torch.maximum(x.abs(), z.abs()) / torch.hypot(x, z).clamp_min(1e-9)  # max(|cos|, |sin|) of the angle
+    factor = 1 + b * (2 / math.sqrt(math.pi) * square - 1)
+    return torch.stack([x * factor, y, z * factor], -1)
+
+
 def _rotate_y(points: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     x, y, z = points.unbind(-1)
     return torch.stack([a.cos() * x + a.sin() * z, y, -a.sin() * x + a.cos() * z], -1)
@@ -67,6 +78,7 @@ class Deformation(NamedTuple):
     move: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
     # (..., 3) points, p -> (...,) SDF of the region carved away (the deformed SDF is max(sdf, carve))
     carve: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    subdivisions: int = 0  # of the rasterized mesh (each splits every triangle in 4), so that it can bend
 
 
 DEFORMATIONS = {
@@ -75,6 +87,7 @@ DEFORMATIONS = {
                              move=lambda v, p: v * (1 + Y * (p.exp() - 1).unsqueeze(-1))),
     "shift_y": Deformation("d", "d", float, (-0.1, 0.0, 0.1), move=lambda v, p: v + Y * p.unsqueeze(-1)),
     "rotate_y": Deformation("a", "a (rad)", math.radians, (-22.5, 0.0, 22.5), move=_rotate_y),
+    "round": Deformation("b", "b", float, (-0.2, 0.0, 0.2, 0.5), move=_round_xz, subdivisions=4),
     "hole": Deformation("r", "r", float, (0.05, 0.15, 0.25, 0.35),
                         carve=lambda v, p: p - v[..., [0, 2]].norm(dim=-1)),
     "cut_below": Deformation("c", "c", float, (-0.7, -0.6, -0.55, -0.5), carve=lambda v, p: p - v[..., 1]),
@@ -89,6 +102,19 @@ def deformed_field(field: Field, deformation: Deformation, p: torch.Tensor) -> F
         sdf, albedo = field(points)
         return torch.maximum(sdf, deformation.carve(points, p.view(-1, 1))), albedo
     return deformed
+
+
+def subdivided(mesh: Mesh, times: int) -> Mesh:
+    """`mesh` with every triangle split in 4 `times` times (same surface, one color throughout)."""
+    if times == 0:
+        return mesh
+    import trimesh
+
+    tri = trimesh.Trimesh(mesh.verts.numpy(), mesh.faces.numpy(), process=False)
+    for _ in range(times):
+        tri = tri.subdivide()
+    verts = torch.tensor(tri.vertices, dtype=torch.float32)
+    return Mesh(verts, torch.tensor(tri.faces, dtype=torch.int64), mesh.colors[:1].expand_as(verts))
 
 
 def true_field(shape: str, colors: torch.Tensor) -> Field:
@@ -120,7 +146,7 @@ def deformation_gradients(teacher: DiffusionTeacher, prompts: TeacherPrompts, sh
     gen = torch.Generator().manual_seed(seed)
     colors = list(COLORS)
     if neus is None:
-        meshes = [mesh_for(shape, c) for c in colors]
+        meshes = [subdivided(mesh_for(shape, c), kind.subdivisions) for c in colors]
     elif pipeline is not None:
         planes = model_triplanes(pipeline, shape)  # once per shape, not per batch
     grads = []
@@ -156,7 +182,8 @@ def main() -> None:
     parser.add_argument("--deformation", choices=list(DEFORMATIONS), default="scale")
     parser.add_argument("--values", "--scales", nargs="+", type=float, default=None,
                         help="s for scale / stretch_y (default 0.9 1.0 1.1), d for shift_y (default -0.1 0 0.1), "
-                             "degrees for rotate_y (default -22.5 0 22.5), r for hole, c for cut_below")
+                             "degrees for rotate_y (default -22.5 0 22.5), b for round (default -0.2 0 0.2 0.5), "
+                             "r for hole, c for cut_below")
     parser.add_argument("--renderer", choices=["raster", "neus"], default="raster")
     parser.add_argument("--model", default=None, help="an AToM pipeline whose shapes are deformed (renders with NeuS)")
     parser.add_argument("--samples", type=int, default=48, help="NeuS samples per ray (stage 1 of shapes64.yaml)")

@@ -1,0 +1,39 @@
+"""benchmarks/sds_size_bias.py's `round` deformation: b = 0 leaves a shape as it is, b = 1 turns
+the pyramid into the cone (and the cube into the cylinder) of the same cross-section areas, on a
+subdivided mesh of the same surface."""
+import math
+
+import pytest
+import torch
+from train_scripts import load_benchmark
+
+from atom.data.renders import mesh_for
+
+bias = load_benchmark("sds_size_bias")
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def area(verts: torch.Tensor, faces: torch.Tensor) -> float:
+    a, b, c = verts[faces].unbind(1)
+    return torch.linalg.cross(b - a, c - a).norm(dim=-1).sum().item() / 2
+
+
+@pytest.mark.parametrize("shape", ["pyramid", "cube"])
+def test_round_blends_square_sections_into_circles_of_the_same_area(shape):
+    mesh = mesh_for(shape, "red")
+    fine = bias.subdivided(mesh, 3)
+    assert len(fine.faces) == 64 * len(mesh.faces)
+    assert area(fine.verts, fine.faces) == pytest.approx(area(mesh.verts, mesh.faces), rel=1e-5)
+    move = bias.DEFORMATIONS["round"].move
+    torch.testing.assert_close(move(fine.verts, torch.tensor(0.0)), fine.verts)
+    rounded = move(fine.verts, torch.tensor(1.0))
+    bottom = fine.verts[:, 1] == fine.verts[:, 1].min()
+    half_width = fine.verts[bottom, 0].abs().max()
+    rim = torch.maximum(fine.verts[:, 0].abs(), fine.verts[:, 2].abs()) > half_width - 1e-6
+    radius = torch.hypot(rounded[bottom & rim, 0], rounded[bottom & rim, 2])
+    torch.testing.assert_close(radius, torch.full_like(radius, 2 * half_width.item() / math.sqrt(math.pi)))
+    torch.testing.assert_close(rounded[:, 1], fine.verts[:, 1])  # heights kept
+    # halfway, a corner has moved in and the middle of a side out
+    half = move(torch.tensor([[1.0, 0.0, 1.0], [1.0, 0.0, 0.0]]), torch.tensor(0.5))
+    assert torch.hypot(half[0, 0], half[0, 2]) < math.sqrt(2) and half[1, 0] > 1
