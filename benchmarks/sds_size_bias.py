@@ -5,6 +5,8 @@
     python benchmarks/sds_size_bias.py --deformation shift_y --values -0.1 0 0.1 --shapes cone
     python benchmarks/sds_size_bias.py --renderer neus --resolution 32 --max_step_percent 0.6
     python benchmarks/sds_size_bias.py --model pretrained/atom-shapes64 --deformation hole --shapes torus
+    python benchmarks/sds_size_bias.py --model pretrained/atom-shapes64 --renderer raster --shapes cone \
+        --deformation shift_y --elevation_range -30 45
 
 Each Shapes-world shape is deformed by a parameter p and rendered (lambertian, lights near the
 camera, white background, view-dependent prompts); the SDS gradient d loss / d p is averaged
@@ -13,8 +15,10 @@ over --draws random cameras, colors, timesteps and noises. What is rendered:
   --renderer neus    the exact SDF, volume rendered as stage 1 renders AToM (NeuS, --samples,
                      --sharpness);
   --model PIPELINE   the SDF and colors an AToM pipeline generates for "a {color} {shape}",
-                     volume rendered as stage 1 does (implies --renderer neus): where SDS would
-                     move the trained model's shapes.
+                     volume rendered as stage 1 does (--renderer neus, the default with --model),
+                     or its marched meshes rasterized as stage 2 does (--renderer raster): where
+                     SDS would move the trained model's shapes.
+Cameras are drawn as training draws them, at elevations in --elevation_range (degrees).
 `--deformation`:
   scale      points * s about the center, p = log s (--scales / --values are s);
   stretch_y  y * s (height only), p = log s;
@@ -135,24 +139,28 @@ def model_field(pipeline, triplanes: torch.Tensor) -> Field:
 def deformation_gradients(teacher: DiffusionTeacher, prompts: TeacherPrompts, shape: str, value: float, draws: int,
                           resolution: int, batch: int, guidance_scale: float, max_step_percent: float, seed: int,
                           deformation: str = "scale", view_guidance_scale: float = 0.0,
-                          neus: NeuSRenderer | None = None, pipeline=None) -> torch.Tensor:
+                          neus: NeuSRenderer | None = None, pipeline=None,
+                          elevation_range: tuple[float, float] = (-10.0, 45.0)) -> torch.Tensor:
     """(draws,) d SDS / d p at the deformation `value` (s; d for shift_y; degrees for rotate_y; ...),
-    one per render (each with its own camera, light, color, t, noise). The true mesh is
-    rasterized unless `neus` is given, which renders the true SDF, or `pipeline`'s SDF if given."""
+    one per render (each with its own camera, light, color, t, noise), cameras at elevations in
+    `elevation_range`. The true mesh is rasterized, or `pipeline`'s meshes if given; with `neus`,
+    the true SDF is volume rendered instead, or `pipeline`'s SDF if given."""
     kind = DEFORMATIONS[deformation]
     if neus is None and kind.move is None:
         raise ValueError(f"--deformation {deformation} carves an SDF: use --renderer neus or --model")
     sds = ScoreDistillation(teacher, guidance_scale, 0.02, max_step_percent, view_guidance_scale=view_guidance_scale)
     gen = torch.Generator().manual_seed(seed)
     colors = list(COLORS)
-    if neus is None:
+    if neus is None and pipeline is not None:
+        meshes = pipeline([prompt_for(shape, c) for c in colors], output_type="mesh").meshes
+    elif neus is None:
         meshes = [subdivided(mesh_for(shape, c), kind.subdivisions) for c in colors]
     elif pipeline is not None:
         planes = model_triplanes(pipeline, shape)  # once per shape, not per batch
     grads = []
     for start in range(0, draws, batch):
         n = min(batch, draws - start)
-        cams = sample_cameras(n, generator=gen)
+        cams = sample_cameras(n, elevation_range=elevation_range, generator=gen)
         light = sample_light_directions(cams, 30.0, generator=gen)
         color_idx = torch.randint(len(colors), (n,), generator=gen).tolist()
         p = torch.full((n,), kind.to_param(value), requires_grad=True)
@@ -184,8 +192,11 @@ def main() -> None:
                         help="s for scale / stretch_y (default 0.9 1.0 1.1), d for shift_y (default -0.1 0 0.1), "
                              "degrees for rotate_y (default -22.5 0 22.5), b for round (default -0.2 0 0.2 0.5), "
                              "r for hole, c for cut_below")
-    parser.add_argument("--renderer", choices=["raster", "neus"], default="raster")
-    parser.add_argument("--model", default=None, help="an AToM pipeline whose shapes are deformed (renders with NeuS)")
+    parser.add_argument("--renderer", choices=["raster", "neus"], default=None,
+                        help="raster (default) or neus (the default with --model)")
+    parser.add_argument("--model", default=None, help="an AToM pipeline whose shapes are deformed")
+    parser.add_argument("--elevation_range", nargs=2, type=float, default=[-10.0, 45.0],
+                        help="camera elevations in degrees (stage 1 of shapes64.yaml; its stage 2: -30 45)")
     parser.add_argument("--samples", type=int, default=48, help="NeuS samples per ray (stage 1 of shapes64.yaml)")
     parser.add_argument("--sharpness", type=float, default=60.0, help="NeuS sharpness s (the shipped model's ~60)")
     parser.add_argument("--draws", type=int, default=64)
@@ -209,14 +220,14 @@ def main() -> None:
 
         pipeline = AToMPipeline.from_pretrained(args.model)
     neus = None
-    if args.renderer == "neus" or pipeline is not None:
+    if (args.renderer or ("neus" if pipeline is not None else "raster")) == "neus":
         neus = NeuSRenderer(args.samples, 0, args.sharpness).train()  # stratified samples, as in training
     rows = []
     for shape in args.shapes:
         for value in values:
             g = deformation_gradients(teacher, prompts, shape, value, args.draws, args.resolution, args.batch,
                                       args.guidance_scale, args.max_step_percent, args.seed, args.deformation,
-                                      args.view_guidance_scale, neus, pipeline)
+                                      args.view_guidance_scale, neus, pipeline, tuple(args.elevation_range))
             rows.append({"shape": shape, "deformation": args.deformation, "value": value, "mean": g.mean().item(),
                          "stderr": (g.std() / len(g) ** 0.5).item()})
             if not args.json:
