@@ -71,8 +71,15 @@ def test_a_stage2_run_follows_stage_2s_schedule_over_all_its_steps():
     assert schedule.stage_of(0, alone) == 2 and schedule.timestep_bounds(2, alone) == (0.4, 0.5)
 
 
-def test_stage2_schedule_errors():
+def test_schedule_errors():
+    schedule.check_schedules(config(stage2_learning_rate=0.0, stage2_warmup_steps=0, stage2_max_step_percent=0.3))
     with pytest.raises(ValueError, match="stage2_learning_rate"):
-        schedule.check_stage2_schedule(config(stage2_learning_rate=-1.0))
+        schedule.check_schedules(config(stage2_learning_rate=-1.0))
     with pytest.raises(ValueError, match="stage2_warmup_steps"):
-        schedule.check_stage2_schedule(config(stage2_warmup_steps=-3))
+        schedule.check_schedules(config(stage2_warmup_steps=-3))
+    with pytest.raises(ValueError, match="stage 2's SDS timesteps.*stage2_max_step_percent"):
+        schedule.check_schedules(config(stage2_max_step_percent=1.5))
+    with pytest.raises(ValueError, match="stage 2's SDS timesteps.*max_step_percent_end"):
+        schedule.check_schedules(config(stage2_max_step_percent_end=0.01))  # below min_step_percent
+    with pytest.raises(ValueError, match="stage 1's SDS timesteps"):
+        schedule.check_schedules(config(max_step_percent=0.01))

@@ -455,6 +455,7 @@ def test_config_errors(tmp_path, capsys):
         ("--learning_rate", "fast", "learning_rate must be float"),
         ("--view_prompts", "maybe", "view_prompts must be bool"),
         ("--elevation_range", "[low, 45]", r"elevation_range\[0\] must be float"),
+        ("--stage2_max_step_percent", "1.2", "stage 2's SDS timesteps"),  # before the (missing) teacher loads
     ):
         with pytest.raises(ValueError, match=match):
             train_atom.main(["--config", str(CONFIG), option, value])

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import math
 
+from atom.guidance.sds import check_timestep_bounds
+
 STAGE2_SCHEDULE_FIELDS = ("stage2_learning_rate", "stage2_warmup_steps", "stage2_max_step_percent",
                           "stage2_max_step_percent_end")
 
@@ -81,9 +83,15 @@ def view_guidance_of(stage: int, cfg) -> float:
     return _stage2_value(stage, cfg, "view_guidance_scale", cfg.view_guidance_scale)
 
 
-def check_stage2_schedule(cfg) -> None:
-    """Clear errors for stage-2 schedule fields that cannot run."""
+def check_schedules(cfg) -> None:
+    """Clear errors, before anything loads, for schedule settings that cannot run."""
     if cfg.stage2_learning_rate is not None and cfg.stage2_learning_rate < 0:
         raise ValueError(f"stage2_learning_rate must be >= 0, got {cfg.stage2_learning_rate}")
     if cfg.stage2_warmup_steps is not None and cfg.stage2_warmup_steps < 0:
         raise ValueError(f"stage2_warmup_steps must be >= 0, got {cfg.stage2_warmup_steps}")
+    for stage in (1, 2):
+        try:
+            check_timestep_bounds(cfg.min_step_percent, *timestep_bounds(stage, cfg))
+        except ValueError as error:
+            fields = " (stage2_max_step_percent[_end])" if stage == 2 else ""
+            raise ValueError(f"stage {stage}'s SDS timesteps: {error}{fields}") from None

@@ -58,7 +58,7 @@ from common import (  # noqa: E402
 from card import SUMMARY_FILE, card_data, stage_seconds_total, write_card  # noqa: E402
 from prompt_sets import NAMED_SETS, load_prompts  # noqa: E402
 from stage_schedule import (  # noqa: E402
-    check_stage2_schedule,
+    check_schedules,
     elevation_range_of,
     learning_rates,
     schedule_progress,
@@ -311,6 +311,7 @@ def main(argv: list[str] | None = None, on_snapshot: Callable[[int, Path], bool]
     is saved as the final one (a run until it is good enough: the per-prompt cost comparison).
     Single process only."""
     cfg, args = load_config(AtomConfig, argv, description=__doc__)
+    check_schedules(cfg)
     argv_of_run = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     accelerator = Accelerator(
@@ -341,7 +342,6 @@ def main(argv: list[str] | None = None, on_snapshot: Callable[[int, Path], bool]
     weight_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.mixed_precision, torch.float32)
     teacher = DiffusionTeacher.from_pretrained(cfg.teacher, dtype=weight_dtype).to(accelerator.device)
     atom_text, teacher_text = encode_training_prompts(pipe, cfg, shard, accelerator.device)
-    check_stage2_schedule(cfg)
     sds = {stage: ScoreDistillation(teacher, cfg.guidance_scale, cfg.min_step_percent, *timestep_bounds(stage, cfg),
                                     cfg.view_guidance_scale) for stage in (1, 2)}
     if cfg.stage2_view_guidance_scale and not teacher.camera_conditioned:

@@ -8,6 +8,15 @@ from torch import nn
 from .teacher import DiffusionTeacher, TeacherCondition
 
 
+def check_timestep_bounds(min_step_percent: float, max_step_percent: float, max_step_percent_end: float | None) -> None:
+    """ValueError unless 0 <= min_step_percent < max_step_percent <= 1 and, if given,
+    min_step_percent < max_step_percent_end <= 1."""
+    if not 0 <= min_step_percent < max_step_percent <= 1:
+        raise ValueError(f"need 0 <= min_step_percent < max_step_percent <= 1, got {min_step_percent}, {max_step_percent}")
+    if max_step_percent_end is not None and not min_step_percent < max_step_percent_end <= 1:
+        raise ValueError(f"max_step_percent_end must be in (min_step_percent, 1], got {max_step_percent_end}")
+
+
 class ScoreDistillation(nn.Module):
     """SDS loss on renders against a frozen `DiffusionTeacher`.
 
@@ -33,10 +42,7 @@ class ScoreDistillation(nn.Module):
         view_guidance_scale: float = 0.0,
     ):
         super().__init__()
-        if not 0 <= min_step_percent < max_step_percent <= 1:
-            raise ValueError(f"need 0 <= min_step_percent < max_step_percent <= 1, got {min_step_percent}, {max_step_percent}")
-        if max_step_percent_end is not None and not min_step_percent < max_step_percent_end <= 1:
-            raise ValueError(f"max_step_percent_end must be in (min_step_percent, 1], got {max_step_percent_end}")
+        check_timestep_bounds(min_step_percent, max_step_percent, max_step_percent_end)
         if view_guidance_scale != 0 and not teacher.camera_conditioned:
             raise ValueError("view_guidance_scale needs a camera-conditioned teacher (this one takes no cameras)")
         self.teacher = teacher
