@@ -220,7 +220,8 @@ def main() -> None:
 
         pipeline = AToMPipeline.from_pretrained(args.model)
     neus = None
-    if (args.renderer or ("neus" if pipeline is not None else "raster")) == "neus":
+    renderer = args.renderer or ("neus" if pipeline is not None else "raster")
+    if renderer == "neus":
         neus = NeuSRenderer(args.samples, 0, args.sharpness).train()  # stratified samples, as in training
     rows = []
     for shape in args.shapes:
