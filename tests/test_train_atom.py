@@ -193,6 +193,26 @@ def test_stage2_schedule_of_its_own_in_one_launch(prior_teacher, tmp_path):
         torch.testing.assert_close(value, reference[name], msg=name)
 
 
+def adam_steps(checkpoint: Path) -> set[int]:
+    """The AdamW step counts of a checkpoint's network parameters (group 0)."""
+    state = torch.load(checkpoint / "optimizer.bin", weights_only=False)
+    group = state["param_groups"][0]["params"]
+    return {int(state["state"][i]["step"]) for i in group if i in state["state"]}
+
+
+def test_stage2_of_its_own_starts_with_fresh_adam_moments(prior_teacher, tmp_path):
+    """A stage 2 with a schedule of its own starts AdamW afresh at the switch (as a `--stage 2`
+    run from the stage-1 folder does); with one schedule across the run the moments carry on."""
+    base = ["--config", str(CONFIG), "--teacher", str(prior_teacher), "--stage1_steps", "3", "--max_train_steps", "4",
+            "--validation_steps", "1000", "--checkpointing_steps", "1"]
+    own, shared = tmp_path / "own", tmp_path / "shared"
+    train_atom.main([*base, "--stage2_learning_rate", "1e-3", "--output_dir", str(own)])
+    train_atom.main([*base, "--output_dir", str(shared)])
+    assert adam_steps(own / "checkpoint-3") == {3}
+    assert adam_steps(own / "checkpoint-4") == {1}
+    assert adam_steps(shared / "checkpoint-4") == {1, 4}  # 1: the deformation net, trained from the switch on
+
+
 # ---- two processes on the CPU ----------------------------------------------------------------
 
 

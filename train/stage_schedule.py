@@ -5,8 +5,9 @@ By default the learning-rate schedule (linear warm-up, then cosine decay to 10 %
 annealing of SDS's upper timestep bound span the whole run, across the stage switch. Setting any
 of `STAGE2_SCHEDULE_FIELDS` gives each stage a schedule of its own: stage 1's spans its
 `stage1_steps`, and stage 2's starts again at the switch (warm-up included) and spans the rest,
-with the fields left None taken from the run's. Then a longer or shorter stage 2 leaves stage 1
-as it was, and a stage-2 run (`--stage 2`) follows the same schedule as stage 2 of a whole one.
+with the fields left None taken from the run's, and train_atom.py starts AdamW's moments afresh
+at the switch. Then a longer or shorter stage 2 leaves stage 1 as it was, and a stage-2 run
+(`--stage 2`) follows the same schedule, from the same optimizer state, as stage 2 of a whole one.
 
 `cfg` is a `train_atom.AtomConfig` (any object with its fields).
 """

@@ -60,6 +60,7 @@ from prompt_sets import NAMED_SETS, load_prompts  # noqa: E402
 from stage_schedule import (  # noqa: E402
     check_schedules,
     elevation_range_of,
+    has_stage2_schedule,
     learning_rates,
     schedule_progress,
     stage_of,
@@ -370,6 +371,10 @@ def main(argv: list[str] | None = None, on_snapshot: Callable[[int, Path], bool]
     model.train()
     while step < cfg.max_train_steps:
         stage = stage_of(step, cfg)
+        if step == switch and has_stage2_schedule(cfg):
+            # A stage 2 with a schedule of its own starts like a `--stage 2` run: fresh AdamW
+            # moments, so stage 1's NeuS gradient statistics do not scale its first updates.
+            optimizer.optimizer.state.clear()
         started = clock.seconds
         gen = step_generator(cfg.seed, step, accelerator)
         rng = random.Random(gen.initial_seed())
