@@ -83,3 +83,20 @@ def test_schedule_errors():
         schedule.check_schedules(config(stage2_max_step_percent_end=0.01))  # below min_step_percent
     with pytest.raises(ValueError, match="stage 1's SDS timesteps"):
         schedule.check_schedules(config(max_step_percent=0.01))
+
+
+def test_sharpness_ramp():
+    assert schedule.sharpness_at(5, config()) is None  # no final_sharpness: the renderer's own
+    cfg = config(init_sharpness=4.0, final_sharpness=16.0, sharpness_ramp_steps=10, sharpness_learning_rate=0.0)
+    values = [schedule.sharpness_at(step, cfg) for step in range(cfg.max_train_steps)]
+    assert values[0] == pytest.approx(4.0)
+    assert values[5] == pytest.approx(8.0)  # geometric: halfway in log s
+    assert values[10:] == pytest.approx([16.0] * (cfg.max_train_steps - 10))
+    assert all(a < b for a, b in zip(values[:10], values[1:11]))
+    schedule.check_schedules(cfg)
+    with pytest.raises(ValueError, match="sharpness_learning_rate 0"):
+        schedule.check_schedules(replace(cfg, sharpness_learning_rate=1e-3))
+    with pytest.raises(ValueError, match="sharpness_ramp_steps"):
+        schedule.check_schedules(replace(cfg, sharpness_ramp_steps=0))
+    with pytest.raises(ValueError, match=">= 1"):
+        schedule.check_schedules(replace(cfg, init_sharpness=0.5))

@@ -193,6 +193,19 @@ def test_stage2_schedule_of_its_own_in_one_launch(prior_teacher, tmp_path):
         torch.testing.assert_close(value, reference[name], msg=name)
 
 
+def test_ramped_sharpness_is_what_stage_1_renders_with(prior_teacher, tmp_path):
+    """A ramped NeuS sharpness is set at each stage-1 step (the log's sharpness follows the ramp),
+    and a run resumed mid-ramp goes on along it."""
+    base = ["--config", str(CONFIG), "--teacher", str(prior_teacher), "--stage", "1", "--validation_steps", "1000",
+            "--checkpointing_steps", "2", "--log_steps", "1", "--init_sharpness", "4", "--final_sharpness", "16",
+            "--sharpness_ramp_steps", "4", "--sharpness_learning_rate", "0", "--output_dir", str(tmp_path / "run")]
+    train_atom.main([*base, "--max_train_steps", "2", "--stage1_steps", "2"])
+    train_atom.main([*base, "--max_train_steps", "5", "--stage1_steps", "5", "--resume_from_checkpoint", "latest"])
+    # A step's record holds the sharpness it rendered with: step n (1-based) used the ramp at n - 1.
+    logged = [r["sharpness"] for r in read_log(tmp_path / "run") if r["event"] == "step"]
+    assert logged == pytest.approx([4.0, 4 * 2**0.5, 8.0, 8 * 2**0.5, 16.0], rel=1e-5)
+
+
 def adam_steps(checkpoint: Path) -> set[int]:
     """The AdamW step counts of a checkpoint's network parameters (group 0)."""
     state = torch.load(checkpoint / "optimizer.bin", weights_only=False)

@@ -1,5 +1,5 @@
 """What each step of a train_atom.py run uses: its stage, its cameras' elevations, its view
-guidance, its learning rates and its SDS timestep bound.
+guidance, its learning rates, its SDS timestep bound and its NeuS sharpness.
 
 By default the learning-rate schedule (linear warm-up, then cosine decay to 10 %) and the
 annealing of SDS's upper timestep bound span the whole run, across the stage switch. Setting any
@@ -67,6 +67,17 @@ def learning_rates(step: int, cfg) -> tuple[float, float]:
     return _stage2_value(stage, cfg, "learning_rate", cfg.learning_rate) * scale, cfg.sharpness_learning_rate * scale
 
 
+def sharpness_at(step: int, cfg) -> float | None:
+    """Stage 1's NeuS sharpness at `step` when it is ramped (`final_sharpness` set): from
+    `init_sharpness` geometrically (linearly in the renderer's log parameter) to `final_sharpness`
+    over the run's first `sharpness_ramp_steps` steps, then held. None: not ramped (the renderer's
+    own sharpness, held or learned)."""
+    if cfg.final_sharpness is None:
+        return None
+    progress = min(step / max(1, cfg.sharpness_ramp_steps), 1.0)
+    return cfg.init_sharpness * (cfg.final_sharpness / cfg.init_sharpness) ** progress
+
+
 def timestep_bounds(stage: int, cfg) -> tuple[float, float | None]:
     """(max_step_percent, max_step_percent_end) of SDS in `stage`: the upper timestep bound at
     the start of the stage's schedule and where it anneals to (None: it stays)."""
@@ -90,6 +101,15 @@ def check_schedules(cfg) -> None:
         raise ValueError(f"stage2_learning_rate must be >= 0, got {cfg.stage2_learning_rate}")
     if cfg.stage2_warmup_steps is not None and cfg.stage2_warmup_steps < 0:
         raise ValueError(f"stage2_warmup_steps must be >= 0, got {cfg.stage2_warmup_steps}")
+    if cfg.final_sharpness is not None:
+        if min(cfg.init_sharpness, cfg.final_sharpness) < 1:
+            raise ValueError(f"NeuS sharpness must be >= 1, got init_sharpness {cfg.init_sharpness} and "
+                             f"final_sharpness {cfg.final_sharpness}")
+        if cfg.sharpness_learning_rate != 0:
+            raise ValueError("a ramped sharpness (final_sharpness) is set every step, not learned: "
+                             "set sharpness_learning_rate 0")
+        if cfg.sharpness_ramp_steps < 1:
+            raise ValueError(f"sharpness_ramp_steps must be >= 1 with final_sharpness, got {cfg.sharpness_ramp_steps}")
     for stage in (1, 2):
         try:
             check_timestep_bounds(cfg.min_step_percent, *timestep_bounds(stage, cfg))

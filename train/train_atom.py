@@ -63,6 +63,7 @@ from stage_schedule import (  # noqa: E402
     has_stage2_schedule,
     learning_rates,
     schedule_progress,
+    sharpness_at,
     stage_of,
     timestep_bounds,
     view_guidance_of,
@@ -108,6 +109,10 @@ class AtomConfig:
     stage1_samples: int = 48
     stage1_importance: int = 0
     init_sharpness: float = 20.0
+    # Ramped NeuS sharpness (needs sharpness_learning_rate 0): init_sharpness rises geometrically to
+    # final_sharpness over the run's first sharpness_ramp_steps steps, then holds. None: no ramp.
+    final_sharpness: float | None = None
+    sharpness_ramp_steps: int = 0
     eikonal_weight: float = 0.1
     eikonal_points: int = 1024
     # stage 2: DMTet + rasterization
@@ -380,6 +385,8 @@ def main(argv: list[str] | None = None, on_snapshot: Callable[[int, Path], bool]
         rng = random.Random(gen.initial_seed())
         for group, lr in zip(optimizer.param_groups, learning_rates(step, cfg)):
             group["lr"] = lr
+        if stage == 1 and (sharpness := sharpness_at(step, cfg)) is not None:
+            unwrapped.neus.set_sharpness(sharpness)
         with accelerator.accumulate(model):
             batch_prompts = [caption_for(rng.choice(shard), rng, cfg) for _ in range(cfg.prompts_per_step)]
             embeds, mask = atom_text(batch_prompts)

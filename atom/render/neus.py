@@ -83,6 +83,11 @@ class NeuSRenderer(nn.Module):
     def sharpness(self) -> torch.Tensor:
         return torch.exp(10.0 * self.variance).clamp(1.0, 1e4)
 
+    @torch.no_grad()
+    def set_sharpness(self, sharpness: float) -> None:
+        """Sets s (>= 1), as a training schedule that ramps it does each step."""
+        self.variance.fill_(math.log(sharpness) / 10.0)
+
     def _alpha(self, sdf: torch.Tensor) -> torch.Tensor:
         """Interval opacities (..., K-1) from SDF values at K consecutive samples."""
         cdf = torch.sigmoid(sdf * self.sharpness)
