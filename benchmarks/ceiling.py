@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "train"))
 import evaluate as evaluation  # noqa: E402
 import train_atom  # noqa: E402
-from stage_schedule import elevation_range_of, learning_rates, sharpness_at  # noqa: E402
+from stage_schedule import apply_step_schedule, elevation_range_of  # noqa: E402
 
 from atom.data import COLORS, SHAPES, prompt_for  # noqa: E402
 from atom.data.renders import mesh_for  # noqa: E402
@@ -103,10 +103,7 @@ def fit(pipe: AToMPipeline, cfg, stages: list[tuple[int, int]], seed: int, on_st
             cameras = sample_cameras(len(views), elevation_range=elevation_range_of(stage, cfg),
                                      distance_range=tuple(cfg.distance_range), fovy_range=tuple(cfg.fovy_range), generator=gen)
             light = sample_light_directions(cameras, cfg.light_jitter_deg, generator=gen)
-            for group, lr in zip(optimizer.param_groups, learning_rates(step, cfg)):
-                group["lr"] = lr
-            if stage == 1 and (sharpness := sharpness_at(step, cfg)) is not None:
-                model.neus.set_sharpness(sharpness)
+            apply_step_schedule(step, cfg, optimizer, model.neus)
             out = model(embeds[pick], mask[pick], cameras, light, stage)
             target = true_renders(views, cameras, light, out["rgb"].shape[-1], cfg)
             loss = photometric_loss(out["rgb"], target) + out["regularizer"]

@@ -78,6 +78,15 @@ def sharpness_at(step: int, cfg) -> float | None:
     return cfg.init_sharpness * (cfg.final_sharpness / cfg.init_sharpness) ** progress
 
 
+def apply_step_schedule(step: int, cfg, optimizer, neus) -> None:
+    """Sets what `step` trains with: the optimizer's learning rates (group 0 the networks, group 1
+    the NeuS sharpness) and, in stage 1 with a ramp, the sharpness of `neus` (a NeuSRenderer)."""
+    for group, lr in zip(optimizer.param_groups, learning_rates(step, cfg)):
+        group["lr"] = lr
+    if stage_of(step, cfg) == 1 and (sharpness := sharpness_at(step, cfg)) is not None:
+        neus.set_sharpness(sharpness)
+
+
 def timestep_bounds(stage: int, cfg) -> tuple[float, float | None]:
     """(max_step_percent, max_step_percent_end) of SDS in `stage`: the upper timestep bound at
     the start of the stage's schedule and where it anneals to (None: it stays)."""

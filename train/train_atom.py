@@ -58,12 +58,11 @@ from common import (  # noqa: E402
 from card import SUMMARY_FILE, card_data, stage_seconds_total, write_card  # noqa: E402
 from prompt_sets import NAMED_SETS, load_prompts  # noqa: E402
 from stage_schedule import (  # noqa: E402
+    apply_step_schedule,
     check_schedules,
     elevation_range_of,
     has_stage2_schedule,
-    learning_rates,
     schedule_progress,
-    sharpness_at,
     stage_of,
     timestep_bounds,
     view_guidance_of,
@@ -238,7 +237,7 @@ def mesh_regularizer(mesh: Mesh, cfg: AtomConfig) -> torch.Tensor:
 
 
 def build_optimizer(model: AToMModel, cfg: AtomConfig) -> torch.optim.AdamW:
-    """AdamW over the networks (group 0) and the NeuS sharpness (group 1); `learning_rates` sets
+    """AdamW over the networks (group 0) and the NeuS sharpness (group 1); `apply_step_schedule` sets
     their rates at each step."""
     groups = [
         ([p for n, p in model.named_parameters() if not n.startswith("neus.")], cfg.learning_rate),
@@ -383,10 +382,7 @@ def main(argv: list[str] | None = None, on_snapshot: Callable[[int, Path], bool]
         started = clock.seconds
         gen = step_generator(cfg.seed, step, accelerator)
         rng = random.Random(gen.initial_seed())
-        for group, lr in zip(optimizer.param_groups, learning_rates(step, cfg)):
-            group["lr"] = lr
-        if stage == 1 and (sharpness := sharpness_at(step, cfg)) is not None:
-            unwrapped.neus.set_sharpness(sharpness)
+        apply_step_schedule(step, cfg, optimizer, unwrapped.neus)
         with accelerator.accumulate(model):
             batch_prompts = [caption_for(rng.choice(shard), rng, cfg) for _ in range(cfg.prompts_per_step)]
             embeds, mask = atom_text(batch_prompts)
