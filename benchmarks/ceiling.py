@@ -147,12 +147,12 @@ def run(scale: str, stage1_steps: int, stage2_steps: int, seed: int, config: Pat
     values["seed"] = seed
     results = {"scale": scale, "settings": {k: values.get(k) for k in (
         "model_preset", "stage1_resolution", "stage1_samples", "stage2_resolution", "stage2_tet_resolution",
-        "learning_rate", "prompts_per_step", "elevation_range")}, "pairs": pairs,
+        "learning_rate", "prompts_per_step", "elevation_range", "model_overrides")}, "pairs": pairs,
         "steps": {"stage 1": stage1_steps, "stage 2": stage2_steps}, "runs": {}}
 
     def new_pipe(cfg) -> AToMPipeline:
         torch.manual_seed(seed)
-        return AToMPipeline.from_components(cfg.model_preset)
+        return AToMPipeline.from_components(cfg.model_preset, **cfg.model_overrides)
 
     cfg = train_atom.AtomConfig(**values)
     pipe = new_pipe(cfg)

@@ -72,3 +72,21 @@ def test_shapes_restricts_the_fit_and_the_table_to_their_pairs(tmp_path):
     for run in result["runs"].values():
         assert set(run["scores"]["16"]["chamfer"]) == {"cube", "torus"}
     assert ceiling.format_table(result).splitlines()[0].startswith("| run | res | cube | torus | mean")
+
+
+def test_the_configs_model_overrides_build_the_fitted_model(tmp_path):
+    """A config's model_overrides (here a smaller start sphere) reach the model the ceiling fits,
+    as they reach train_atom.py's: after one step the sphere's mesh is the smaller start's."""
+    recipe = ceiling.ROOT / "train" / "configs" / "shapes64.yaml"
+    smaller = tmp_path / "smaller.yaml"
+    smaller.write_text(recipe.read_text() + "\nmodel_overrides: {sdf_init_radius: 0.25}\n")
+    args = ["--quick", "--shapes", "sphere", "--stage1_steps", "1", "--stage2_steps", "1", "--skip_stage2_alone",
+            "--no_progress"]
+    default, small = ceiling.main(args), ceiling.main(args + ["--config", str(smaller)])
+    assert small["settings"]["model_overrides"] == {"sdf_init_radius": 0.25}
+
+    def sphere_chamfer(result: dict) -> float:
+        return result["runs"]["stage 1"]["scores"]["16"]["chamfer"]["sphere"]
+
+    # the true sphere has radius 0.6: a start at 0.25 is much further from it than one at 0.5
+    assert sphere_chamfer(small) > 1.5 * sphere_chamfer(default)
