@@ -68,6 +68,32 @@ def test_eikonal_term_and_importance_samples():
     assert out["alpha"].max() > 0.9
 
 
+def test_eikonal_points_at_the_surface_see_a_steep_surface_band():
+    """A field with |grad f| = 3 within 0.05 of its surface and 1 elsewhere: uniform eikonal points
+    are mostly empty space and barely see the band; points drawn by the rendering weights do."""
+
+    def field(points):
+        r = points.norm(dim=-1) - 0.5
+        band = 0.05
+        steep = 3 * r.clamp(-band, band) + (r - r.clamp(-band, band))
+        return steep, torch.ones_like(points)
+
+    renderer = NeuSRenderer(num_samples=64, init_sharpness=20.0)
+    cameras = _cameras()
+
+    def eikonal(fraction: float) -> float:
+        gen = torch.Generator().manual_seed(0)
+        out = renderer(field, cameras, 16, shading="albedo", eikonal_points=512,
+                       eikonal_surface_fraction=fraction, generator=gen, stratified=False)
+        return out["eikonal"].item()
+
+    uniform, surface = eikonal(0.0), eikonal(1.0)
+    assert surface > 2.0 > 4 * uniform  # (3 - 1)^2 = 4 in the band
+    assert uniform < eikonal(0.5) < surface
+    with pytest.raises(ValueError, match="eikonal_surface_fraction"):
+        eikonal(1.5)
+
+
 def test_empty_field_is_transparent_background():
     out = NeuSRenderer(num_samples=8)(
         lambda p: (torch.ones(p.shape[:-1]), torch.zeros_like(p)), _cameras(), 8, shading="albedo", background=(0, 0, 1)

@@ -114,6 +114,9 @@ class AtomConfig:
     sharpness_ramp_steps: int = 0
     eikonal_weight: float = 0.1
     eikonal_points: int = 1024
+    # share of the eikonal points drawn where the render's weights are (the visible surface band),
+    # the rest uniformly; 0: all uniform (see NeuSRenderer.forward)
+    eikonal_surface_fraction: float = 0.0
     # stage 2: DMTet + rasterization
     stage2_resolution: int = 64
     stage2_tet_resolution: int = 32
@@ -202,6 +205,7 @@ class AToMModel(nn.Module):
             lambda points: self.mesh_generator.sdf_and_color(triplanes, points),
             cameras, cfg.stage1_resolution, light_dir=light, shading=cfg.shading, background=cfg.background,
             eikonal_points=cfg.eikonal_points if cfg.eikonal_weight > 0 else 0,
+            eikonal_surface_fraction=cfg.eikonal_surface_fraction,
         )
         regularizer = cfg.eikonal_weight * out["eikonal"] if "eikonal" in out else torch.zeros((), device=triplanes.device)
         return {"rgb": out["rgb"], "regularizer": regularizer, "empty": 0}

@@ -103,6 +103,7 @@ class NeuSRenderer(nn.Module):
         background: torch.Tensor | tuple[float, float, float] = (1.0, 1.0, 1.0),
         stratified: bool | None = None,
         eikonal_points: int = 0,
+        eikonal_surface_fraction: float = 0.0,
         generator: torch.Generator | None = None,
     ) -> dict[str, torch.Tensor]:
         """Renders B images, one per camera; `field` sees the points of image b at batch index b.
@@ -118,6 +119,12 @@ class NeuSRenderer(nn.Module):
             stratified: jitter samples within their strata (default: `self.training`).
             eikonal_points: if > 0, this many of each image's sample points are fed to the
                 field again with autograd, and the output has "eikonal" = mean (|grad f| - 1)^2.
+            eikonal_surface_fraction: the share of those points drawn in proportion to the
+                rendering weights, i.e. in the band around the visible surface, the rest
+                uniformly from all samples. Uniform points are mostly empty space; a field can
+                steepen in the surface band (sharpening the render as a larger s would) while
+                the uniform term hardly notices. NeuS's importance samples put its eikonal term
+                there; 0 keeps the draw uniform.
 
         Returns:
             dict of channel-first images, row 0 at the top: "rgb" (B, 3, H, W) over the
@@ -154,12 +161,15 @@ class NeuSRenderer(nn.Module):
             sdf, albedo = self._field_where_visible(field, points.reshape(batch, -1, 3), t.shape, hit)
         else:
             sdf, albedo = field(points.reshape(batch, -1, 3))
-        if eikonal_points > 0:
-            outputs["eikonal"] = self._eikonal(field, points.reshape(batch, -1, 3), eikonal_points, generator)
         sdf = sdf.reshape(t.shape)
         albedo = albedo.reshape(*t.shape, 3)
 
         weights = self._weights(sdf, hit)  # (B, R, K-1)
+        if eikonal_points > 0:
+            # a sample's share of the weights: those of the intervals it bounds
+            point_weights = nn.functional.pad(weights, (0, 1)) + nn.functional.pad(weights, (1, 0))
+            outputs["eikonal"] = self._eikonal(field, points.reshape(batch, -1, 3), eikonal_points, generator,
+                                               point_weights.reshape(batch, -1), eikonal_surface_fraction)
         opacity = weights.sum(-1, keepdim=True)  # (B, R, 1)
         mid_albedo = 0.5 * (albedo[..., :-1, :] + albedo[..., 1:, :])
         color = (weights.unsqueeze(-1) * mid_albedo).sum(-2)  # premultiplied albedo
@@ -221,10 +231,25 @@ class NeuSRenderer(nn.Module):
         return torch.nn.functional.normalize(grad, dim=-1)
 
     @staticmethod
-    def _eikonal(field: Field, points: torch.Tensor, count: int, generator: torch.Generator | None) -> torch.Tensor:
-        """Mean (|grad f| - 1)^2 over `count` random sample points per image (a fresh, smaller field call)."""
-        idx = torch.randperm(points.shape[1], generator=generator)[: min(count, points.shape[1])].to(points.device)
-        subset = points[:, idx].detach().requires_grad_(True)
+    def _eikonal(
+        field: Field, points: torch.Tensor, count: int, generator: torch.Generator | None,
+        point_weights: torch.Tensor, surface_fraction: float,
+    ) -> torch.Tensor:
+        """Mean (|grad f| - 1)^2 over `count` sample points per image (a fresh, smaller field call):
+        `surface_fraction` of them drawn per image in proportion to `point_weights (B, M)`, the
+        rest uniformly (the same indices for every image)."""
+        if not 0.0 <= surface_fraction <= 1.0:
+            raise ValueError(f"eikonal_surface_fraction must be in [0, 1], got {surface_fraction!r}")
+        batch, total = points.shape[:2]
+        count = min(count, total)
+        at_surface = round(count * surface_fraction)
+        idx = torch.randperm(total, generator=generator)[: count - at_surface].expand(batch, -1)
+        if at_surface:
+            # + a floor, so that an image with nothing visible draws uniformly
+            probs = point_weights.detach().float().cpu() + 1e-12
+            idx = torch.cat([idx, torch.multinomial(probs, at_surface, replacement=True, generator=generator)], 1)
+        idx = idx.to(points.device)
+        subset = torch.gather(points, 1, idx.unsqueeze(-1).expand(-1, -1, 3)).detach().requires_grad_(True)
         sdf, _ = field(subset)
         (grad,) = torch.autograd.grad(sdf.sum(), subset, create_graph=True)
         return ((grad.norm(dim=-1) - 1) ** 2).mean()
