@@ -166,10 +166,8 @@ class NeuSRenderer(nn.Module):
 
         weights = self._weights(sdf, hit)  # (B, R, K-1)
         if eikonal_points > 0:
-            # a sample's share of the weights: those of the intervals it bounds
-            point_weights = nn.functional.pad(weights, (0, 1)) + nn.functional.pad(weights, (1, 0))
             outputs["eikonal"] = self._eikonal(field, points.reshape(batch, -1, 3), eikonal_points, generator,
-                                               point_weights.reshape(batch, -1), eikonal_surface_fraction)
+                                               weights, eikonal_surface_fraction)
         opacity = weights.sum(-1, keepdim=True)  # (B, R, 1)
         mid_albedo = 0.5 * (albedo[..., :-1, :] + albedo[..., 1:, :])
         color = (weights.unsqueeze(-1) * mid_albedo).sum(-2)  # premultiplied albedo
@@ -233,11 +231,12 @@ class NeuSRenderer(nn.Module):
     @staticmethod
     def _eikonal(
         field: Field, points: torch.Tensor, count: int, generator: torch.Generator | None,
-        point_weights: torch.Tensor, surface_fraction: float,
+        weights: torch.Tensor, surface_fraction: float,
     ) -> torch.Tensor:
-        """Mean (|grad f| - 1)^2 over `count` sample points per image (a fresh, smaller field call):
-        `surface_fraction` of them drawn per image in proportion to `point_weights (B, M)`, the
-        rest uniformly (the same indices for every image)."""
+        """Mean (|grad f| - 1)^2 over `count` of the `points (B, R*K, 3)` per image (a fresh, smaller
+        field call): `surface_fraction` of them drawn per image in proportion to the rendering
+        `weights (B, R, K-1)` of the intervals each bounds, the rest uniformly (the same indices
+        for every image)."""
         if not 0.0 <= surface_fraction <= 1.0:
             raise ValueError(f"eikonal_surface_fraction must be in [0, 1], got {surface_fraction!r}")
         batch, total = points.shape[:2]
@@ -245,8 +244,9 @@ class NeuSRenderer(nn.Module):
         at_surface = round(count * surface_fraction)
         idx = torch.randperm(total, generator=generator)[: count - at_surface].expand(batch, -1)
         if at_surface:
+            point_weights = nn.functional.pad(weights, (0, 1)) + nn.functional.pad(weights, (1, 0))
             # + a floor, so that an image with nothing visible draws uniformly
-            probs = point_weights.detach().float().cpu() + 1e-12
+            probs = point_weights.reshape(batch, -1).detach().float().cpu() + 1e-12
             idx = torch.cat([idx, torch.multinomial(probs, at_surface, replacement=True, generator=generator)], 1)
         idx = idx.to(points.device)
         subset = torch.gather(points, 1, idx.unsqueeze(-1).expand(-1, -1, 3)).detach().requires_grad_(True)
