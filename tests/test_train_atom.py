@@ -23,6 +23,7 @@ import yaml
 from accelerate.state import AcceleratorState
 from safetensors.torch import load_file
 
+from atom.geometry import Mesh
 from atom.pipeline import AToMPipeline
 from train_scripts import load_train_script
 
@@ -578,3 +579,43 @@ def test_wall_clock_keeps_earlier_seconds_and_skips_paused_time():
     with clock.paused():
         time.sleep(0.3)
     assert 100.0 <= clock.seconds < 100.2  # the 0.3 s inside `paused` do not count
+
+
+def _dome(rings: int = 6, sectors: int = 16, height: float = 0.3) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A fan-triangulated dome y = height (1 - r^2) over the unit disc: verts (V, 3), faces (F, 3),
+    and a (V,) mask of its rim (r = 1)."""
+    verts, rim = [[0.0, height, 0.0]], [False]
+    for i in range(1, rings + 1):
+        r = i / rings
+        for j in range(sectors):
+            a = 2 * torch.pi * j / sectors
+            verts.append([r * float(torch.cos(torch.tensor(a))), height * (1 - r * r), r * float(torch.sin(torch.tensor(a)))])
+            rim.append(i == rings)
+    ring = lambda i, j: 1 + (i - 1) * sectors + j % sectors  # noqa: E731
+    faces = [[0, ring(1, j + 1), ring(1, j)] for j in range(sectors)]
+    for i in range(1, rings):
+        for j in range(sectors):
+            faces += [[ring(i, j), ring(i, j + 1), ring(i + 1, j)], [ring(i, j + 1), ring(i + 1, j + 1), ring(i + 1, j)]]
+    return torch.tensor(verts), torch.tensor(faces), torch.tensor(rim)
+
+
+def test_surface_area_term_relaxes_a_dome_to_the_flat_disc_its_rim_holds():
+    """The minimal-surface prior: with the rim held (as views hold a base's edge), descending the
+    stage-2 regularizer flattens the dome under it; at weight 0 it exerts no pull."""
+    verts, faces, rim = _dome()
+    moved = {}
+    for weight in (0.0, 1.0):
+        cfg = train_atom.AtomConfig(surface_area_weight=weight)
+        interior = verts[~rim].clone().requires_grad_(True)
+        optimizer = torch.optim.SGD([interior], lr=0.2)
+        for _ in range(200):
+            full = verts.clone()
+            full[~rim] = interior
+            loss = train_atom.mesh_regularizer(Mesh(full, faces), cfg)
+            optimizer.zero_grad()
+            if loss.requires_grad:
+                loss.backward()
+                optimizer.step()
+        moved[weight] = interior.detach()[:, 1].abs().max().item()
+    assert moved[0.0] == pytest.approx(0.3)  # no term, no pull: the apex stays
+    assert moved[1.0] < 0.03  # the dome is gone: every interior vertex within 0.03 of the rim's plane

@@ -70,7 +70,7 @@ from stage_schedule import (  # noqa: E402
 from validation import save_validation  # noqa: E402
 
 from atom.data import VIEWS, caption, caption_variants, parse_prompt, view_word  # noqa: E402
-from atom.geometry.mesh import Mesh  # noqa: E402
+from atom.geometry.mesh import Mesh, surface_area  # noqa: E402
 from atom.geometry.regularizers import laplacian_smoothing, normal_consistency  # noqa: E402
 from atom.guidance import DiffusionTeacher  # noqa: E402
 from atom.guidance.sds import ScoreDistillation  # noqa: E402
@@ -122,6 +122,10 @@ class AtomConfig:
     stage2_tet_resolution: int = 32
     normal_consistency_weight: float = 0.0
     laplacian_weight: float = 0.0
+    # Weight of each mesh's surface area (world units^2): a minimal-surface prior. Where SDS hardly
+    # tells one surface from another (a base seen edge-on), the mesh relaxes toward the smallest
+    # surface that spans what the views hold in place.
+    surface_area_weight: float = 0.0
     # optimization
     learning_rate: float = 1e-3
     sharpness_learning_rate: float = 1e-3
@@ -229,7 +233,7 @@ class AToMModel(nn.Module):
 
 
 def mesh_regularizer(mesh: Mesh, cfg: AtomConfig) -> torch.Tensor:
-    """Weighted normal consistency + Laplacian smoothing of one mesh (0 for an empty one)."""
+    """Weighted normal consistency, Laplacian smoothing and surface area of one mesh (0 for an empty one)."""
     loss = torch.zeros((), device=mesh.verts.device)
     if mesh.is_empty:
         return loss
@@ -237,6 +241,8 @@ def mesh_regularizer(mesh: Mesh, cfg: AtomConfig) -> torch.Tensor:
         loss = loss + cfg.normal_consistency_weight * normal_consistency(mesh.verts, mesh.faces)
     if cfg.laplacian_weight > 0:
         loss = loss + cfg.laplacian_weight * laplacian_smoothing(mesh.verts, mesh.faces)
+    if cfg.surface_area_weight > 0:
+        loss = loss + cfg.surface_area_weight * surface_area(mesh.verts, mesh.faces)
     return loss
 
 
