@@ -215,7 +215,8 @@ def render(results: dict, figures: Path, report_dir: Path, runs: dict) -> str:
             rows.append(f"| {claim} | not run yet | | |")
             continue
         numbers, verdict, why = row(results[name])
-        rows.append(f"| {claim} | `{results[name]['command']}` | {numbers} | **{verdict}**: {why} |")
+        at = f" at commit {results[name]['commit']}" if results[name].get("commit") else ""
+        rows.append(f"| {claim} | `{results[name]['command']}`{at} | {numbers} | **{verdict}**: {why} |")
         details.append(detail(name, results[name], figures, report_dir))
     train_seconds = {name: r["train_seconds"] for name, r in runs.items() if "train_seconds" in r and "/" not in name}
     recipe_seconds = sum(train_seconds.values())
@@ -272,6 +273,6 @@ def detail(name: str, c: dict, figures: Path, report_dir: Path) -> str:
                          + ", ".join(f"{v:.3f}" for v in p["color_steps"]) + " |")
         lines += ["", f"![interpolation paths]({relative(figures / c['figure'], report_dir)})"]
     else:
-        lines.append(", ".join(f"{k}: {v}" for k, v in c.items() if k not in ("command",)))
+        lines.append(", ".join(f"{k}: {v}" for k, v in c.items() if k not in ("command", "commit")))
     return "\n".join(lines) + "\n"
 

@@ -47,6 +47,7 @@ import json
 import logging
 import shutil
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -407,6 +408,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def source_commit() -> str | None:
+    """The checkout's commit (short hash, "-dirty" with uncommitted changes to tracked files), or None
+    outside a git checkout: each claim of the table says which code and recipe it was measured with,
+    since the claims are refreshed one sitting at a time."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=True).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "--short", "HEAD")
+        return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
 def quick_teacher(work_dir: Path) -> Path:
     """An untrained tiny shapes-prior (the mechanics of the claims, not their numbers)."""
     from atom.guidance.shapes_prior import ShapesPriorPipeline, build_prior_scheduler, build_prior_unet
@@ -436,7 +451,8 @@ def main(argv: list[str] | None = None) -> dict:
     for claim in args.claims:
         tic = time.perf_counter()
         claims[claim] = {**getattr(harness, claim)(), "harness_seconds": time.perf_counter() - tic,
-                         "command": "python benchmarks/paper_claims.py " + " ".join(sys.argv[1:] if argv is None else argv)}
+                         "command": "python benchmarks/paper_claims.py " + " ".join(sys.argv[1:] if argv is None else argv),
+                         "commit": source_commit()}
         harness.save()  # after each claim: a killed sitting keeps the rest
     Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
     Path(args.markdown).write_text(claims_report.render(claims, harness.figures, Path(args.markdown).parent, store["runs"]))

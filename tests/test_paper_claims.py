@@ -1,6 +1,7 @@
 """benchmarks/paper_claims.py: the --quick harness end to end (every claim trains, scores and lands
 in the table), its reuse of finished runs, and the measures its verdicts rest on."""
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -30,6 +31,12 @@ def test_quick_harness_fills_every_row(quick_run):
     assert len(table) == len(paper_claims.CLAIMS)
     assert all(any(v in line for v in ("**holds**", "**holds partly**", "**does not hold at this scale**")) for line in table)
     assert "not run yet" not in report
+    # Each row names the code it was measured with (claims are refreshed one sitting at a time).
+    commit = paper_claims.source_commit()
+    if commit is not None:  # a git checkout, as CI's clone
+        assert re.fullmatch(r"[0-9a-f]{4,40}(-dirty)?", commit)
+        assert all(f"at commit {commit} |" in line for line in table)
+        assert all(results[claim]["commit"] == commit for claim in results)
     # Every variant trained at the same budget, the stage-2-alone run only in stage 2, the hypernetwork as its preset.
     for name in ("triplane-s0", "stage1-only-s0", "stage2-only-s0", "hyper-s0", "no-aware-s0"):
         summary = json.loads((work / name / "pipeline" / "training_summary.json").read_text())
