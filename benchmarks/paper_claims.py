@@ -448,11 +448,12 @@ def main(argv: list[str] | None = None) -> dict:
         return {}
     harness.figures.mkdir(parents=True, exist_ok=True)
     claims = store.setdefault("claims", {})
+    commit = source_commit()  # the code this sitting loaded, once
     for claim in args.claims:
         tic = time.perf_counter()
         claims[claim] = {**getattr(harness, claim)(), "harness_seconds": time.perf_counter() - tic,
                          "command": "python benchmarks/paper_claims.py " + " ".join(sys.argv[1:] if argv is None else argv),
-                         "commit": source_commit()}
+                         "commit": commit}
         harness.save()  # after each claim: a killed sitting keeps the rest
     Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
     Path(args.markdown).write_text(claims_report.render(claims, harness.figures, Path(args.markdown).parent, store["runs"]))

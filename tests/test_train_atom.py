@@ -8,6 +8,7 @@ world) where the loss must fall: its SDS loss on a render measures the distance 
 can only fall if the SDS gradient reaches the model with the right sign and the optimizer uses it.
 """
 import json
+import math
 import os
 import random
 import shutil
@@ -588,8 +589,8 @@ def _dome(rings: int = 6, sectors: int = 16, height: float = 0.3) -> tuple[torch
     for i in range(1, rings + 1):
         r = i / rings
         for j in range(sectors):
-            a = 2 * torch.pi * j / sectors
-            verts.append([r * float(torch.cos(torch.tensor(a))), height * (1 - r * r), r * float(torch.sin(torch.tensor(a)))])
+            a = 2 * math.pi * j / sectors
+            verts.append([r * math.cos(a), height * (1 - r * r), r * math.sin(a)])
             rim.append(i == rings)
     ring = lambda i, j: 1 + (i - 1) * sectors + j % sectors  # noqa: E731
     faces = [[0, ring(1, j + 1), ring(1, j)] for j in range(sectors)]
