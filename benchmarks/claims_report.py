@@ -195,8 +195,7 @@ def inference_row(c: dict) -> tuple[str, str, str]:
 
 def render(results: dict, figures: Path, report_dir: Path, runs: dict) -> str:
     """The markdown report of the merged claim results; `runs`: every scored run of the results
-    file by name (`name/pipeline-stage1` for a run's stage-1 model, `per-prompt/<prompt>` for the
-    per-prompt runs' curves), for the harness's cost."""
+    file by name, whose training seconds the harness's cost adds up for the runs the claims use."""
     triplane = results.get("hypernetwork", results.get("aware_conv", {})).get("runs", [])
     spread = seed_spread(triplane)
     rows, details = [], []
@@ -218,9 +217,11 @@ def render(results: dict, figures: Path, report_dir: Path, runs: dict) -> str:
         at = f" at commit {results[name]['commit']}" if results[name].get("commit") else ""
         rows.append(f"| {claim} | `{results[name]['command']}`{at} | {numbers} | **{verdict}**: {why} |")
         details.append(detail(name, results[name], figures, report_dir))
-    train_seconds = {name: r["train_seconds"] for name, r in runs.items() if "train_seconds" in r and "/" not in name}
+    # The runs the claims use: the results file keeps runs of earlier recipes under the same names.
+    used = {r["name"] for c in results.values() for r in c.get("runs", [])}
+    train_seconds = {name: runs[name]["train_seconds"] for name in used if name in runs and "train_seconds" in runs[name]}
     recipe_seconds = sum(train_seconds.values())
-    per_prompt = sum(r["curve"][-1]["seconds"] for r in runs.values() if "curve" in r)
+    per_prompt = sum(p["curve"][-1]["seconds"] for p in results.get("cost", {}).get("prompts", []))
     sitting = sum(c.get("harness_seconds", 0.0) for c in results.values())
     lines = [
         "# The paper's claims at Shapes scale", "",

@@ -408,16 +408,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def source_commit() -> str | None:
-    """The checkout's commit (short hash, "-dirty" with uncommitted changes to tracked files), or None
-    outside a git checkout: each claim of the table says which code and recipe it was measured with,
-    since the claims are refreshed one sitting at a time."""
+def source_commit(outputs: tuple[str, ...] = (), root: Path = ROOT) -> str | None:
+    """The commit of the checkout at `root` (short hash, "-dirty" with uncommitted changes to tracked
+    files other than the harness's own `outputs`, which every sitting rewrites), or None outside a
+    git checkout: each claim of the table says which code and recipe it was measured with, since the
+    claims are refreshed one sitting at a time."""
     def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=True).stdout.strip()
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=True).stdout.strip()
 
+    inside = [Path(p).resolve() for p in outputs if Path(p).resolve().is_relative_to(root.resolve())]
     try:
         commit = git("rev-parse", "--short", "HEAD")
-        return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", str(root.resolve()),
+                      *(f":(exclude){p}" for p in inside))
+        return commit + ("-dirty" if changed else "")
     except (OSError, subprocess.CalledProcessError):
         return None
 
@@ -448,7 +452,7 @@ def main(argv: list[str] | None = None) -> dict:
         return {}
     harness.figures.mkdir(parents=True, exist_ok=True)
     claims = store.setdefault("claims", {})
-    commit = source_commit()  # the code this sitting loaded, once
+    commit = source_commit((args.json, args.markdown, args.figures))  # the code this sitting loaded, once
     for claim in args.claims:
         tic = time.perf_counter()
         claims[claim] = {**getattr(harness, claim)(), "harness_seconds": time.perf_counter() - tic,

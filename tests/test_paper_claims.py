@@ -2,6 +2,7 @@
 in the table), its reuse of finished runs, and the measures its verdicts rest on."""
 import json
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import trimesh
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import claims_metrics  # noqa: E402
+import claims_report  # noqa: E402
 import paper_claims  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -102,6 +104,46 @@ def test_train_only_trains_its_shard_of_the_missing_runs_and_scores_nothing(quic
     assert json.loads(results.read_text()) == store
     with pytest.raises(SystemExit):
         paper_claims.parse_args(["stages", "--shard", "2/2"])
+
+
+def test_the_harness_cost_counts_only_the_runs_the_claims_use(quick_run, tmp_path):
+    """The results file keeps runs of earlier recipes under their names; the cost line leaves them out."""
+    work, _ = quick_run
+    store = json.loads((work / "claims.json").read_text())
+
+    def cost_line(runs: dict) -> str:
+        report = claims_report.render(store["claims"], tmp_path, tmp_path, runs)
+        return next(line for line in report.splitlines() if line.startswith("Cost of the harness"))
+
+    stale = {**store["runs"], "old-recipe-s7": {"train_seconds": 36_000.0}}
+    assert cost_line(stale) == cost_line(store["runs"])
+    used = {r["name"] for c in store["claims"].values() for r in c.get("runs", [])} & set(store["runs"])
+    assert f"in {len(used)} runs of the recipe's budget" in cost_line(store["runs"])
+
+
+def test_source_commit_is_dirty_for_code_changes_but_not_for_the_harness_outputs(tmp_path):
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", *args], check=True,
+                       capture_output=True)
+
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "docs" / "figures").mkdir(parents=True)
+    results, figure = tmp_path / "docs" / "claims.json", tmp_path / "docs" / "figures" / "loss.png"
+    results.write_text("{}")
+    figure.write_bytes(b"png")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "start")
+    outputs = (str(results), str(figure.parent), "/elsewhere/report.md")  # one outside the checkout
+    clean = paper_claims.source_commit(outputs, root=tmp_path)
+    assert re.fullmatch(r"[0-9a-f]{4,40}", clean)
+    results.write_text('{"claims": {}}')
+    figure.write_bytes(b"png2")
+    assert paper_claims.source_commit(outputs, root=tmp_path) == clean
+    assert paper_claims.source_commit(root=tmp_path) == f"{clean}-dirty"
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert paper_claims.source_commit(outputs, root=tmp_path) == f"{clean}-dirty"
+    assert paper_claims.source_commit(root=tmp_path / "not-a-checkout") is None
 
 
 def test_time_to_match_takes_the_first_snapshot_as_good_as_the_amortized_model():
