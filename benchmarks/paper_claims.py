@@ -23,9 +23,9 @@ Claims (../shared/PAPER_NOTES.md) and what each trains, all with `train/train_at
   the Chamfer and albedo distance between neighbouring blends.
 - inference: seconds per prompt of `--amortized`, batch 1 and 8.
 
-The committed table was measured with the recipe and `--amortized` model of commit 53adfb2 (NeuS
-sharpness learned from 20, eikonal weight 0.1; `git show 53adfb2:train/configs/shapes64.yaml`): the
-recipe is part of each run's key, so the current config trains its runs afresh.
+Each row of the table names the commit its claim was measured at (`git show <commit>:train/configs/
+shapes64.yaml` gives that recipe): the recipe is part of each run's key, so a changed config trains
+its runs afresh, and a claim keeps the row of its last sitting until it is run again.
 
 Every training run lives in `work_dir/<name>` and resumes from its checkpoints. Each scored run
 (its scores, training time and loss curve, keyed by its arguments, the recipe, the teacher's
