@@ -416,11 +416,11 @@ def source_commit(outputs: tuple[str, ...] = (), root: Path = ROOT) -> str | Non
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=True).stdout.strip()
 
-    inside = [Path(p).resolve() for p in outputs if Path(p).resolve().is_relative_to(root.resolve())]
+    root = root.resolve()
+    inside = [path for path in (Path(p).resolve() for p in outputs) if path.is_relative_to(root)]
     try:
         commit = git("rev-parse", "--short", "HEAD")
-        changed = git("status", "--porcelain", "--untracked-files=no", "--", str(root.resolve()),
-                      *(f":(exclude){p}" for p in inside))
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", str(root), *(f":(exclude){p}" for p in inside))
         return commit + ("-dirty" if changed else "")
     except (OSError, subprocess.CalledProcessError):
         return None
